@@ -1,0 +1,29 @@
+# The README's quick start: `make sweep` (set up + main job) and `make test` (set up + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup sweep test test-unit clean
+
+setup: $(VENV)/.installed
+
+# torch first: the pinned CPU build lies on this disk; an unpinned torch would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+sweep: setup
+	$(PY) -m orchestrator.sweep --space full_grid
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration" tests
+
+clean:
+	rm -rf ray_results mlruns mlflow.db reports .cache .pytest_cache
