@@ -73,3 +73,9 @@ def default_lr(method: str, preset: str) -> float:
 SYNTH_SPLIT_SIZES: dict[str, int] = {"train": 160, "val": 48, "test": 48}
 SYNTH_SEED = 1234
 """Seed of the embedded synthetic benchmarks; the same seed gives byte-identical files."""
+
+# Prompt context (ScienceQA hint + lecture) is cut to this many whitespace-separated words,
+# identically in training and evaluation and before the prepared Parquet is written, so the
+# stored prompt is exactly what the model sees. Question and options are never cut. (The
+# authors cut the whole prompt to 128 tokens in training only.)
+CONTEXT_MAX_WORDS = 120
