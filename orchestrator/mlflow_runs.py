@@ -1,0 +1,268 @@
+"""One nested MLflow run per Ray Tune trial, logged from the driver.
+
+The Tune driver already receives every result a trial reports, so logging there means worker
+nodes need no tracking access (no credentials, no route to the tracking server). All writes
+go through an explicit ``MlflowClient`` (never the fluent, process-global active run: the
+driver may run other things concurrently) and in batches (``log_batch``: one request per
+report) so that tracking stays a small share of a sweep of many short trials.
+
+The tag names below are the contract with ``orchestrator.report``, which reads everything
+back from MLflow.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from trainables.defaults import default_lr, recipe_for
+
+# Tags (child runs carry what Table 1 needs; the parent is found by its role).
+TAG_PARENT = "mlflow.parentRunId"
+TAG_ROLE = "sweep.role"  # "parent" | "trial"
+TAG_SPACE = "sweep.space"
+TAG_TRIAL_ID = "sweep.trial_id"
+TAG_CELL = "cell_id"
+TAG_GROUP = "group"
+TAG_STATUS = "status"  # running | finished | stopped | diverged | error
+TAG_RETUNE_OF = "retune_of"
+TAG_REPLACED_BY = "replaced_by"
+
+# What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
+EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "lr", "samples_per_s", "epoch_time_s")
+FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline")
+FINAL_METRICS = ("test_acc", "best_epoch")
+PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
+              "grad_accum", "seed")
+
+# Config keys whose None means "the preset's recipe default" (see trainables/defaults.py).
+_RECIPE_KEYS = ("epochs", "batch_size", "grad_accum", "patience", "min_epochs", "weight_decay",
+                "max_prompt_tokens", "augment", "eval_batch_size")
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """The cell identity of docs/ARCHITECTURE.md: benchmark|llm|method/sublayer|r<rank>."""
+    return (f"{config['benchmark']}|{config['llm']}|{config['method']}/{config['sublayer']}"
+            f"|r{config['rank']}")
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial config with None replaced by the preset's recipe default, as the trial uses it.
+
+    Logged as params and as the config artifact so a run says what actually ran, not "None".
+    """
+    resolved = dict(config)
+    recipe = recipe_for(config["llm"])
+    for key in _RECIPE_KEYS:
+        if resolved.get(key) is None:
+            resolved[key] = getattr(recipe, key)
+    if resolved.get("lr") is None:
+        resolved["lr"] = default_lr(config["method"], config["llm"])
+    return resolved
+
+
+def _lora_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """lora_params may arrive as an int, a {part: count} dict, or flattened 'lora_params/part'."""
+    parts: dict[str, float] = {}
+    value = result.get("lora_params")
+    if isinstance(value, dict):
+        parts = {f"lora_params_{k}": float(v) for k, v in value.items()}
+    for key, v in result.items():
+        if key.startswith("lora_params/"):
+            parts[f"lora_params_{key.split('/', 1)[1]}"] = float(v)
+    if parts:
+        return {"lora_params": sum(parts.values()), **parts}
+    return {"lora_params": float(value)} if value is not None else {}
+
+
+def result_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The meaningful metrics of one report (Ray's own bookkeeping keys are dropped)."""
+    keys = EPOCH_METRICS + FIRST_METRICS + FINAL_METRICS
+    metrics = {k: float(result[k]) for k in keys if result.get(k) is not None}
+    if "diverged" in result:
+        metrics["diverged"] = float(bool(result["diverged"]))
+    metrics.update(_lora_metrics(result))
+    return metrics
+
+
+@dataclass
+class _TrialRun:
+    """Driver-side state of one trial's MLflow run."""
+
+    run_id: str
+    cell: str
+    last_epoch: int = -1  # epochs at or below this are already logged (resume)
+    diverged: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class TrialRunLogger(Callback):
+    """Ray Tune callback: a nested child run per trial under the sweep's parent run.
+
+    Keyed by the Tune trial id and the cell id (tags), so a resumed sweep finds and reuses its
+    runs instead of duplicating them.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
+                 space_name: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.space_name = space_name
+        self._client: MlflowClient | None = None
+        self._runs: dict[str, _TrialRun] = {}  # trial_id -> run
+        self._existing: dict[tuple[str, str], Any] | None = None  # (trial_id, cell) -> Run
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config (tuner.pkl); a client holds connections, so drop it.
+        state = dict(self.__dict__)
+        state.update(_client=None, _runs={}, _existing=None)
+        return state
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # -- Tune hooks -------------------------------------------------------------------------
+    def setup(self, **info: Any) -> None:
+        self._load_existing()
+        self._tag_cluster()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        run = self._ensure_run(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= run.last_epoch:
+            return  # a resumed trial repeating epochs MLflow already has
+        run.last_epoch = epoch
+        run.diverged |= bool(result.get("diverged", False))
+        metrics = {"epoch": float(epoch), **result_metrics(result)}
+        self._log(run.run_id, metrics, step=epoch)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end_trial(trial, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end_trial(trial, failed=True)
+
+    # -- runs -------------------------------------------------------------------------------
+    def _load_existing(self) -> None:
+        """Index the parent's child runs once, so resumed trials reuse theirs."""
+        self._existing = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'",
+                max_results=1000, page_token=token)
+            for run in page:
+                tags = run.data.tags
+                self._existing[(tags.get(TAG_TRIAL_ID, ""), tags.get(TAG_CELL, ""))] = run
+            token = page.token
+            if not token:
+                return
+
+    def _tag_cluster(self) -> None:
+        """Record the Ray cluster the sweep runs on (tags: they may change when resumed)."""
+        import ray
+
+        if not ray.is_initialized():
+            return
+        res = ray.cluster_resources()
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        tags = {"cluster.nodes": str(len(nodes)), "cluster.cpus": str(res.get("CPU", 0)),
+                "cluster.gpus": str(res.get("GPU", 0))}
+        self.client.log_batch(self.parent_run_id,
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def _ensure_run(self, trial: Any) -> _TrialRun:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        if self._existing is None:
+            self._load_existing()
+        config = resolve_config(trial.config)
+        cell = cell_id(config)
+        found = self._existing.get((trial.trial_id, cell))
+        if found is not None:
+            run = _TrialRun(found.info.run_id, cell,
+                            last_epoch=int(found.data.metrics.get("epoch", -1)))
+            self.client.update_run(run.run_id, status="RUNNING")
+            self.client.set_tag(run.run_id, TAG_STATUS, "running")
+        else:
+            run = _TrialRun(self._create_run(trial.trial_id, config, cell), cell)
+        self._runs[trial.trial_id] = run
+        return run
+
+    def _create_run(self, trial_id: str, config: dict[str, Any], cell: str) -> str:
+        retune_of = config.get("retune_of")
+        tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id,
+                TAG_SPACE: self.space_name, TAG_CELL: cell, TAG_STATUS: "running",
+                TAG_GROUP: f"{config['benchmark']}|{config['llm']}"}
+        name = cell
+        if retune_of:
+            tags[TAG_RETUNE_OF] = str(retune_of)
+            name = f"{cell} retune lr={config['lr']:g}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, str(config[k])) for k in PARAM_KEYS if k in config]
+        self.client.log_batch(run_id, params=params)
+        self.client.log_dict(run_id, config, "config.json")
+        self._existing[(trial_id, cell)] = run
+        if retune_of:
+            self._mark_replaced(str(retune_of), run_id)
+        return run_id
+
+    def _mark_replaced(self, retuned_cell: str, new_run_id: str) -> None:
+        """Tag the runs a retune replaces, so the report shows the retuned value (starred)."""
+        for run in self._existing.values():
+            tags = run.data.tags
+            if tags.get(TAG_CELL) == retuned_cell and not tags.get(TAG_RETUNE_OF) \
+                    and run.info.run_id != new_run_id:
+                self.client.set_tag(run.info.run_id, TAG_REPLACED_BY, new_run_id)
+
+    def _end_trial(self, trial: Any, failed: bool) -> None:
+        run = self._ensure_run(trial)
+        last = trial.last_result or {}
+        run.diverged |= bool(last.get("diverged", False))
+        if failed:
+            status = "error"
+        elif run.diverged:
+            status = "diverged"
+        else:
+            status = "finished" if last.get("test_acc") is not None else "stopped"
+        final = result_metrics(last)
+        wall = last.get("time_total_s", time.monotonic() - run.started)
+        final.update(diverged=float(run.diverged), wall_time_s=float(wall),
+                     retuned=float(bool(trial.config.get("retune_of"))))
+        if run.last_epoch >= 0:
+            final["stopped_at_epoch"] = float(run.last_epoch)
+        self._log(run.run_id, final, step=max(run.last_epoch, 0), tags={TAG_STATUS: status})
+        self._log_checkpoint(run.run_id, trial)
+        self.client.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
+
+    def _log_checkpoint(self, run_id: str, trial: Any) -> None:
+        """Log the trial's latest (adapter-only, small) checkpoint directory as an artifact."""
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as local_dir:
+            self.client.log_artifacts(run_id, local_dir, "checkpoint")
+
+    def _log(self, run_id: str, metrics: dict[str, float], step: int,
+             tags: dict[str, str] | None = None) -> None:
+        now = int(time.time() * 1000)
+        # Non-finite values (a diverged loss) are kept: MLflow stores NaN and +-inf faithfully.
+        batch = [Metric(k, v, now, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch,
+                              tags=[RunTag(k, v) for k, v in (tags or {}).items()])

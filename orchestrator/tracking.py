@@ -1,0 +1,207 @@
+"""MLflow tracking of a sweep: one experiment per sweep name, one parent run per sweep.
+
+The sweep calls, in order: ``preflight()`` before Ray starts (so an unreachable or read-only
+tracking store costs nothing: no trial has trained yet), ``start()`` (the parent run; a resumed
+sweep reuses its parent), ``callback()`` for the Tuner (one nested child run per trial, see
+``orchestrator.mlflow_runs``), and ``finish(status)``.
+
+Tracking URI: an explicit option, else ``MLFLOW_TRACKING_URI``, else an embedded sqlite store
+``sqlite:///<cwd>/mlflow.db``. Everything goes through an explicit ``MlflowClient``; nothing
+touches MLflow's global state (``mlflow.set_experiment`` would set MLFLOW_EXPERIMENT_ID).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
+
+from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger
+
+PACKAGES = ("torch", "ray", "transformers", "peft", "mlflow", "optuna")
+REACH_TIMEOUT_S = 5
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used for this sweep; the message names the URI and the fix."""
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """Option, else MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (absolute: Ray workers
+    and a later ``mlflow ui`` must find the same file whatever their working directory)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) when an HTTP server does not answer
+    an authenticated read; for a sqlite store, check the database's directory is writable."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search",
+                                    "POST", json={"max_results": 1}, max_retries=0,
+                                    timeout=REACH_TIMEOUT_S, raise_on_status=False)
+        except Exception as exc:  # connection refused, DNS, timeout: all mean "unreachable"
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({exc}); start it or "
+                                f"pass another --tracking-uri. Nothing was trained.") from exc
+        if response.status_code != 200:
+            raise TrackingError(f"MLflow tracking server {uri} answered HTTP {response.status_code} "
+                                f"({response.text[:200]!r}); check the URI and credentials "
+                                f"(MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN). Nothing was trained.")
+    elif uri.startswith("sqlite:///"):
+        directory = Path(uri[len("sqlite:///"):]).parent
+        if not directory.is_dir() or not os.access(directory, os.W_OK):
+            raise TrackingError(f"tracking store {uri}: directory {directory} does not exist or is "
+                                f"not writable. Nothing was trained.")
+
+
+def git_commit() -> str:
+    """The commit of the code that ran, with '-dirty' when the tree has local changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class SweepTracker:
+    """The MLflow side of one sweep: experiment, parent run, the Tune callback, the end."""
+
+    def __init__(self, tracking_uri: str | None, experiment_name: str, space_name: str,
+                 argv: list[str], seed: int, resume: bool) -> None:
+        if not experiment_name:
+            raise TrackingError("the MLflow experiment name (the sweep name) must not be empty")
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = experiment_name
+        self.space_name = space_name
+        self.argv = list(argv)
+        self.seed = seed
+        self.resume = resume
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def preflight(self) -> None:
+        """Before Ray starts: the store answers, accepts writes, and the experiment fits."""
+        check_reachable(self.tracking_uri)
+        try:
+            self.experiment_id = self._experiment()
+            # A cheap write that proves write access (and records when the sweep last started).
+            self.client.set_experiment_tag(self.experiment_id, "sweep.preflight_at",
+                                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        except MlflowException as exc:
+            raise TrackingError(f"tracking store {self.tracking_uri}: cannot create or write "
+                                f"experiment {self.experiment_name!r}: {exc.message}. "
+                                f"Nothing was trained.") from exc
+
+    def _experiment(self) -> str:
+        """Create the experiment, or reuse it when it holds the same sweep space (or resuming)."""
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is None:
+            return self.client.create_experiment(self.experiment_name,
+                                                 tags={TAG_SPACE: self.space_name})
+        if exp.lifecycle_stage != "active":
+            raise TrackingError(f"MLflow experiment {self.experiment_name!r} at {self.tracking_uri} "
+                                f"is deleted; restore it (mlflow experiments restore) or choose "
+                                f"another sweep name.")
+        used = exp.tags.get(TAG_SPACE)
+        if used not in (None, self.space_name) and not self.resume:
+            raise TrackingError(f"MLflow experiment {self.experiment_name!r} at {self.tracking_uri} "
+                                f"already holds sweep space {used!r}, not {self.space_name!r}; "
+                                f"choose another sweep name or resume that sweep.")
+        if used is None:
+            self.client.set_experiment_tag(exp.experiment_id, TAG_SPACE, self.space_name)
+        return exp.experiment_id
+
+    def start(self) -> str:
+        """The parent run id: a resumed sweep reuses its latest parent, never creates another."""
+        if self.experiment_id is None:
+            self.preflight()
+        if self.resume:
+            parents = self.client.search_runs(
+                [self.experiment_id], f"tags.`{TAG_ROLE}` = 'parent'", max_results=1,
+                order_by=["attributes.start_time DESC"])
+            if parents:
+                self.parent_run_id = parents[0].info.run_id
+                self.client.update_run(self.parent_run_id, status="RUNNING")
+                self.client.log_batch(self.parent_run_id, tags=[
+                    RunTag("sweep.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                    RunTag("sweep.resume_command", " ".join(self.argv)[:8000])])
+                return self.parent_run_id
+        self.parent_run_id = self._create_parent()
+        return self.parent_run_id
+
+    def _create_parent(self) -> str:
+        commit = git_commit()
+        tags = {TAG_ROLE: "parent", TAG_SPACE: self.space_name, "mlflow.source.git.commit": commit,
+                "mlflow.source.name": " ".join(self.argv)[:500]}
+        run = self.client.create_run(self.experiment_id, run_name=f"sweep {self.space_name}",
+                                     tags=tags)
+        versions = package_versions()
+        params = {"space": self.space_name, "seed": str(self.seed), "git_commit": commit,
+                  "command": " ".join(self.argv)[:6000], "host": socket.gethostname(),
+                  "platform": platform.platform(), "python_executable": sys.executable,
+                  **{f"version.{k}": v for k, v in versions.items()}}
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        self.client.log_dict(run.info.run_id, {"argv": self.argv, **params}, "sweep.json")
+        return run.info.run_id
+
+    def callback(self) -> TrialRunLogger:
+        """The driver-side Tune callback that logs one nested child run per trial."""
+        if self.parent_run_id is None:
+            raise TrackingError("SweepTracker.start() must run before callback()")
+        return TrialRunLogger(self.tracking_uri, self.experiment_id, self.parent_run_id,
+                              self.space_name)
+
+    def finish(self, status: str) -> None:
+        """End the parent run; children left running by an interrupted sweep end as KILLED."""
+        status = status.upper()
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(RUN_STATUSES)}")
+        if self.parent_run_id is None:
+            return
+        running = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+            max_results=1000)
+        for run in running:
+            self.client.set_tag(run.info.run_id, "status", "interrupted")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        self.client.set_terminated(self.parent_run_id, status)
+
+    def describe(self) -> str:
+        """One line for the sweep's log: where to look."""
+        return json.dumps({"tracking_uri": self.tracking_uri, "experiment": self.experiment_name,
+                           "experiment_id": self.experiment_id, "parent_run": self.parent_run_id})

@@ -1,0 +1,88 @@
+"""A real Ray Tune sweep of a tiny trainable that reports exactly what a trial reports.
+
+The trainable skips the model (it would cost minutes on a shared 2-core machine) but goes
+through Ray Tune for real: results, checkpoints, completion, errors and restore reach the
+tracking callback the way a real sweep's do. Its numbers follow from the config, so tests
+know which trial must come out best.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.cloudpickle
+from ray import tune
+
+
+def trial_config(method: str, sublayer: str, rank: int, **extra: Any) -> dict[str, Any]:
+    """A flat trial config (docs/ARCHITECTURE.md TrialConfig keys) on the tiny stand-ins."""
+    return {"method": method, "sublayer": sublayer, "rank": rank, "llm": "tiny-t5",
+            "benchmark": "synth-scienceqa", "lr": None, "epochs": 4, "batch_size": None,
+            "seed": 0, "retune_of": None, **extra}
+
+
+def expected_val_acc(config: dict[str, Any], epoch: int) -> float:
+    """Validation accuracy of the fake: higher rank and more epochs are better; LLM LoRA best."""
+    bonus = {"baseline": 0.0, "qformer_lora": 0.05, "llm_lora": 0.1, "both_lora": 0.08}
+    return round(0.3 + bonus[config["method"]] + 0.01 * config["rank"] + 0.02 * epoch, 4)
+
+
+def make_trainable():
+    """The function trainable Ray Tune runs."""
+
+    def fake_trial(config: dict[str, Any]) -> None:
+        stop_at = config.get("fake_stop_at") or config["epochs"]
+        marker = config.get("fake_fail_once")  # a path: fail at epoch 2 the first time
+        trainable = 1000 + 10 * config["rank"]
+        best = 0.0
+        for epoch in range(1, stop_at + 1):
+            val = expected_val_acc(config, epoch)
+            best = max(best, val)
+            diverged = bool(config.get("fake_diverge")) and epoch >= 2
+            metrics: dict[str, Any] = {
+                "epoch": epoch, "train_loss": float("inf") if diverged else 1.0 / epoch,
+                "val_acc": val, "best_val_acc": best, "lr": 0.01 / epoch,
+                "samples_per_s": 100.0 + epoch, "epoch_time_s": 0.01, "diverged": diverged}
+            if epoch == 1:
+                metrics.update(trainable_params=trainable, total_params=100_000,
+                               trainable_fraction=trainable / 100_000,
+                               fraction_of_baseline=trainable / 1000,
+                               lora_params={"qformer": 10 * config["rank"], "llm": 0})
+            if epoch == config["epochs"]:
+                metrics.update(test_acc=best - 0.01, best_epoch=epoch, done=True)
+            if marker and epoch == 2 and not Path(marker).exists():
+                Path(marker).write_text("failed once")
+                raise RuntimeError("fake failure to exercise resume")
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, "adapter_config.json").write_text(json.dumps({"epoch": epoch}))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            if diverged:
+                return
+
+    return fake_trial
+
+
+def run_fake_sweep(configs: list[dict[str, Any]], callback: tune.Callback,
+                   storage: Path, name: str = "fake") -> tune.ResultGrid:
+    """Run the configs as one Tune experiment with the tracking callback.
+
+    Trial configs stay flat (as the real sweep's are): a grid over the index, every key drawn
+    from the indexed config.
+    """
+    # Ray workers cannot import this test module: ship it by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    keys = sorted({k for c in configs for k in c})
+    space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(configs))))}
+    for key in keys:
+        space[key] = tune.sample_from(lambda config, key=key: configs[config["trial_index"]].get(key))
+    tuner = tune.Tuner(
+        make_trainable(),
+        param_space=space,
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=2),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[callback],
+                                  verbose=0),
+    )
+    return tuner.fit()
