@@ -107,7 +107,11 @@ def _toy_config(preset: str, llm_tok: PreTrainedTokenizerBase) -> InstructBlipCo
     vision = {"hidden_size": s["vit"], "intermediate_size": s["vit_ff"],
               "num_hidden_layers": s["vit_layers"], "num_attention_heads": s["vit_heads"],
               "image_size": s["image"], "patch_size": s["patch"], "layer_norm_eps": 1e-6,
-              "qkv_bias": True}
+              "qkv_bias": True,
+              # transformers' ViT default (1e-10) gives ~zero weights: harmless when a trained
+              # checkpoint is loaded, but a toy ViT is random AND frozen, so its features would
+              # be constant and the model blind. BERT's 0.02 gives informative random features.
+              "initializer_range": 0.02}
     qformer = {**QFORMER, "vocab_size": TINY_VOCAB, "hidden_size": s["qf"],
                "intermediate_size": s["qf_ff"], "num_hidden_layers": s["qf_layers"],
                "num_attention_heads": s["qf_heads"], "encoder_hidden_size": s["vit"]}
@@ -191,6 +195,10 @@ def build_model(preset: str, *, model_path: str | None = None, device: str | tor
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = InstructBlipForConditionalGeneration(_toy_config(preset, llm_tok))
+        # transformers zero-initialises query_tokens (a checkpoint overwrites them); identical
+        # queries stay identical under training, so draw them like LAVIS does: N(0, 0.02).
+        with torch.no_grad():
+            model.query_tokens.normal_(0.0, model.config.qformer_config.initializer_range)
         if family == "t5":
             # T5 initialises an untied LM head with std 1.0 (real checkpoints are trained, so it
             # never matters there); at toy size that gives a start loss of ~30-130 nats and

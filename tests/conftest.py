@@ -1,0 +1,44 @@
+"""Shared test fixtures: one CPU thread (the machine is shared) and a tiny-model batch builder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests run side by side with other work on 2 cores; one thread keeps timings stable."""
+    torch.set_num_threads(1)
+
+
+def make_batch(bundle, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A small valid training batch for a toy ModelBundle (image tokens first, as in the prompts).
+
+    T5 gets ``labels`` for the decoder; LLaMA gets the prompt itself as labels (causal LM).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    tok, qtok = bundle.llm_tokenizer, bundle.qformer_tokenizer
+    prompts = [tok.image_token * bundle.num_query_tokens + f" Question: Which colour is shape {i}?"
+               " Options: (a) red (b) blue. Answer:" for i in range(batch_size)]
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    qenc = qtok([f"Which colour is shape {i}?" for i in range(batch_size)],
+                return_tensors="pt", padding=True)
+    size = bundle.image_size
+    batch = {
+        "pixel_values": torch.randn(batch_size, 3, size, size, generator=gen),
+        "qformer_input_ids": qenc.input_ids, "qformer_attention_mask": qenc.attention_mask,
+        "input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
+    }
+    if bundle.family == "t5":
+        batch["labels"] = tok(["(a) red"] * batch_size, return_tensors="pt").input_ids
+    else:
+        labels = enc.input_ids.clone()
+        labels[enc.attention_mask == 0] = -100
+        batch["labels"] = labels
+    return batch
+
+
+@pytest.fixture
+def tiny_batch():
+    """Factory fixture: ``tiny_batch(bundle, batch_size=2)`` -> model inputs with labels."""
+    return make_batch
