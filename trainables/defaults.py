@@ -79,3 +79,12 @@ SYNTH_SEED = 1234
 # stored prompt is exactly what the model sees. Question and options are never cut. (The
 # authors cut the whole prompt to 128 tokens in training only.)
 CONTEXT_MAX_WORDS = 120
+
+# Divergence rule (trainables/loop.py): a trial ends cleanly with diverged=True when a training
+# loss is non-finite, or when an epoch's mean training loss exceeds this factor times the loss of
+# the trial's first optimizer step (the untrained model's loss), i.e. training made it far worse.
+DIVERGENCE_FACTOR = 4.0
+NUM_THREADS = 1
+"""torch intra-op threads per trial: 1, so that concurrent trials on a small machine don't fight."""
+PREPARED_CACHE_DIR = ".cache/prepared"
+"""Where prepared benchmarks are written when a trial config gives no cache_dir (relative: cwd)."""

@@ -1,0 +1,199 @@
+"""TrialConfig: the one typed, frozen description of a trial, parsed once from Ray's flat dict.
+
+Why: Ray Tune hands a trainable a flat ``dict``; a typo in a key or a method/sublayer mismatch
+would otherwise surface minutes later deep inside training, or never. ``TrialConfig.from_dict``
+rejects unknown keys (naming the allowed ones) and ``__post_init__`` rejects contradictions,
+before any model is built. ``None`` means "the preset's default" and is resolved here from
+``trainables.defaults`` so that everything downstream sees concrete values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any
+
+from trainables import defaults
+from trainables.vocab import (
+    BENCHMARKS,
+    METHOD_SUBLAYERS,
+    PRESETS,
+    REAL_BENCHMARKS,
+    REAL_PRESETS,
+    check_choice,
+    check_method,
+)
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial of the sweep; every field is also a key of the flat Ray config dict."""
+
+    method: str
+    """Row of the paper's table: baseline | llm_lora | qformer_lora | both_lora."""
+    sublayer: str | None = None
+    """Sublayers LoRA targets (valid values depend on method); None: "none" for baseline, "all" for both_lora."""
+    rank: int | None = None
+    """LoRA rank (paper: 1/2/4/8); the baseline's is 0 (None resolves to 0 for it)."""
+    llm: str = "tiny-t5"
+    """Model preset (trainables.vocab.PRESETS)."""
+    model_path: str | None = None
+    """Local checkpoint dir for a real preset (otherwise the HF cache is used)."""
+    benchmark: str = "synth-scienceqa"
+    """Benchmark (trainables.vocab.BENCHMARKS); the real ones need data_root."""
+    data_root: str | None = None
+    """Root of the official benchmark files (real benchmarks only)."""
+    cache_dir: str | None = None
+    """Where prepared Parquet lives; None: defaults.PREPARED_CACHE_DIR."""
+    lr: float | None = None
+    """Initial learning rate; None: defaults.default_lr(method, llm)."""
+    epochs: int | None = None
+    """Maximum epochs; also the max_epoch of the linear decay. None: the preset's recipe."""
+    batch_size: int | None = None
+    """Micro-batch size; None: the preset's recipe."""
+    grad_accum: int | None = None
+    """Gradient-accumulation steps per optimizer step; None: the preset's recipe."""
+    eval_batch_size: int | None = None
+    """Problems scored together by the batched scorer; None: the preset's recipe."""
+    patience: int | None = None
+    """Early-stopping patience in epochs; None: the preset's recipe."""
+    min_epochs: int | None = None
+    """Early stopping never fires before this many epochs; None: the preset's recipe."""
+    weight_decay: float | None = None
+    """AdamW weight decay on >= 2-D tensors; None: the preset's recipe."""
+    max_prompt_tokens: int | None = None
+    """Cap on prompt tokens (LLM and Q-Former text, image tokens excluded); None: the recipe."""
+    augment: bool | None = None
+    """Random resized crop + flip in training; None: the preset's recipe."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA when supported, else fp32) | fp32 | bf16."""
+    seed: int = 0
+    """Seeds model init, data order, augmentation and dropout."""
+    max_train_examples: int | None = None
+    """Use only the first N training problems (None: all)."""
+    max_eval_examples: int | None = None
+    """Use only the first N val and test problems each (None: all)."""
+    num_threads: int | None = None
+    """torch intra-op threads; None: defaults.NUM_THREADS."""
+    divergence_factor: float | None = None
+    """Loss blow-up factor of the divergence rule; None: defaults.DIVERGENCE_FACTOR."""
+    retune_of: str | None = None
+    """Cell id this trial re-tunes (a diverged cell re-run at a smaller lr), or None."""
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._resolve_defaults()
+        self._check_contradictions()
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "TrialConfig":
+        """Parse Ray's flat config dict; unknown keys raise one error naming the allowed keys."""
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(config) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown trial config key(s) {unknown}; allowed: {', '.join(allowed)}")
+        if "method" not in config:
+            raise ValueError("trial config needs 'method'")
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as a flat dict (from_dict(to_dict()) round-trips)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def cell_id(self) -> str:
+        """The cell this trial belongs to (docs/ARCHITECTURE.md "Cell identity")."""
+        return f"{self.benchmark}|{self.llm}|{self.method}/{self.sublayer}|r{self.rank}"
+
+    @property
+    def effective_batch(self) -> int:
+        """Problems per optimizer step."""
+        return int(self.batch_size) * int(self.grad_accum)
+
+    def _check_types(self) -> None:
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"trial config {name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"trial config {name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in _STR_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"trial config {name} must be a string, got {value!r}")
+        if self.augment is not None and not isinstance(self.augment, bool):
+            raise ValueError(f"trial config augment must be true or false, got {self.augment!r}")
+
+    def _resolve_defaults(self) -> None:
+        """Fill every None that means "preset default" from trainables.defaults."""
+        check_choice("method", self.method, tuple(METHOD_SUBLAYERS))
+        check_choice("llm", self.llm, PRESETS)
+        recipe = defaults.recipe_for(self.llm)
+        fill = {
+            "sublayer": {"baseline": "none", "both_lora": "all"}.get(self.method),
+            "rank": 0 if self.method == "baseline" else None,
+            "cache_dir": defaults.PREPARED_CACHE_DIR,
+            "lr": defaults.default_lr(self.method, self.llm),
+            "epochs": recipe.epochs, "batch_size": recipe.batch_size,
+            "grad_accum": recipe.grad_accum, "eval_batch_size": recipe.eval_batch_size,
+            "patience": recipe.patience,
+            "weight_decay": recipe.weight_decay, "max_prompt_tokens": recipe.max_prompt_tokens,
+            "augment": recipe.augment, "num_threads": defaults.NUM_THREADS,
+            "divergence_factor": defaults.DIVERGENCE_FACTOR,
+        }
+        for name, value in fill.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.min_epochs is None:  # a shortened run keeps a consistent default
+            object.__setattr__(self, "min_epochs", min(recipe.min_epochs, self.epochs))
+        if self.sublayer is None:
+            raise ValueError(f"trial config needs a sublayer for method {self.method!r}; "
+                             f"allowed: {', '.join(METHOD_SUBLAYERS[self.method])}")
+        if self.rank is None:
+            raise ValueError(f"trial config needs a rank for method {self.method!r} (paper: 1, 2, 4, 8)")
+
+    def _check_contradictions(self) -> None:
+        check_method(self.method, self.sublayer, self.rank)
+        if self.method == "baseline" and self.rank != 0:
+            raise ValueError(f"the baseline has no LoRA, so its rank must be 0, got {self.rank}")
+        check_choice("benchmark", self.benchmark, BENCHMARKS)
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.benchmark in REAL_BENCHMARKS and self.data_root is None:
+            raise ValueError(f"benchmark {self.benchmark!r} needs data_root (the official files)")
+        if self.model_path is not None and self.llm not in REAL_PRESETS:
+            raise ValueError(f"model_path is only valid with a real preset "
+                             f"({', '.join(REAL_PRESETS)}), not llm={self.llm!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_prompt_tokens",
+                     "num_threads", "min_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_epochs > self.epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) exceeds epochs ({self.epochs})")
+        for name in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+
+
+_INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", "patience",
+               "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
+               "max_eval_examples", "num_threads")
+_FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor")
+_STR_FIELDS = ("method", "sublayer", "llm", "model_path", "benchmark", "data_root", "cache_dir",
+               "precision", "retune_of")

@@ -1,0 +1,193 @@
+"""The epoch loop of one trial, without Ray: train, validate, early-stop, keep the best, test.
+
+Why no Ray here: ``python -m trainables.run`` and the tests drive the very same loop; Ray Tune's
+function trainable (trainables.tune_fn) only supplies ``report`` and the checkpoint to resume.
+
+Determinism: each epoch draws its data order, augmentation (a generator seeded from
+(seed, epoch)) and dropout (the global torch seed is set from (seed, epoch)) from the trial seed
+and the epoch index alone, so a trial resumed from the checkpoint of epoch k reports exactly the
+metrics of an uninterrupted run.
+
+Reports (docs/ARCHITECTURE.md "Reports a trial makes"): one per epoch; the first also carries
+the parameter accounting; the last adds ``test_acc`` (scored with the best-val state),
+``best_epoch`` and ``done``. Divergence (non-finite loss, or an epoch's mean loss above
+``divergence_factor`` x the first step's loss, see trainables.defaults) ends the trial with a
+report holding ``diverged=True, done=True`` (its val_acc is 0: the model is unusable), and
+``run_trial`` returns normally.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from trainables import defaults
+from trainables.accounting import count_parameters
+from trainables.batching import EncodedProblem, TokenSpec, collate_train, encode_examples, stack_images
+from trainables.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from trainables.config import TrialConfig
+from trainables.data.examples import load_examples
+from trainables.data.images import ImageTransform
+from trainables.data.prepare import ensure_prepared
+from trainables.peft_targeting import apply_method
+from trainables.presets import ModelBundle, build_model
+from trainables.scoring import ScoreResult, score_candidates
+from trainables.step import Precision, chunks, lr_at_epoch, make_optimizer, resolve_precision, set_lr, train_step
+
+ReportFn = Callable[[dict[str, Any], Optional[Path]], None]
+"""report(metrics, checkpoint_dir): the directory is only valid during the call (copy it to keep it)."""
+
+
+@dataclass
+class Trial:
+    """Everything built once per trial before the first epoch."""
+
+    cfg: TrialConfig
+    bundle: ModelBundle
+    model: nn.Module
+    spec: TokenSpec
+    transform: ImageTransform
+    precision: Precision
+    device: torch.device
+    splits: dict[str, list[EncodedProblem]]
+
+
+def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu") -> Trial:
+    """Model (seeded), method applied, data prepared and tokenised once."""
+    torch.set_num_threads(cfg.num_threads)
+    device = torch.device(device)
+    bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed)
+    model = apply_method(bundle.model, cfg.method, cfg.sublayer, cfg.rank, bundle.family)
+    prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+    limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
+    splits = {split: encode_examples(load_examples(prepared, split, bundle.image_size, limit), bundle,
+                                     cfg.max_prompt_tokens) for split, limit in limits.items()}
+    for split, problems in splits.items():
+        if not problems:
+            raise ValueError(f"benchmark {cfg.benchmark!r} has no {split} problems in {prepared}")
+    transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, cfg.augment)
+    return Trial(cfg=cfg, bundle=bundle, model=model, spec=TokenSpec.from_bundle(bundle),
+                 transform=transform, precision=resolve_precision(cfg.precision, device),
+                 device=device, splits=splits)
+
+
+def evaluate(trial: Trial, split: str) -> tuple[float, ScoreResult]:
+    """Accuracy of the current model on a split with the batched, prefix-shared scorer."""
+    problems = trial.splits[split]
+    predictions, scores = [], []
+    for chunk in chunks(problems, trial.cfg.eval_batch_size):
+        pixels = trial.transform(stack_images(chunk), train=False).to(trial.device)
+        result = score_candidates(trial.model, chunk, pixels, trial.spec, trial.precision)
+        predictions += result.predictions
+        scores += result.scores
+    result = ScoreResult(predictions=predictions, scores=scores)
+    return result.accuracy(problems), result
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> tuple[list[float], int]:
+    """One pass over the training split; returns the step losses (stops at a non-finite one)."""
+    cfg = trial.cfg
+    torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout
+    gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    problems = trial.splits["train"]
+    order = torch.randperm(len(problems), generator=gen).tolist()
+    trial.model.train()
+    losses, samples = [], 0
+    for step_ids in chunks(order, cfg.effective_batch):
+        micro = []
+        for ids in chunks(step_ids, cfg.batch_size):
+            chunk = [problems[i] for i in ids]
+            pixels = trial.transform(stack_images(chunk), train=True, generator=gen)
+            micro.append(collate_train(chunk, pixels, trial.spec).to(trial.device))
+        result = train_step(trial.model, micro, optimizer, trial.precision)
+        losses.append(result.loss)
+        samples += result.samples
+        if not result.finite:
+            break
+    return losses, samples
+
+
+def _param_metrics(trial: Trial) -> dict[str, Any]:
+    cfg = trial.cfg
+    r = count_parameters(trial.model, cfg.method, cfg.sublayer, cfg.rank, trial.bundle.family)
+    return {"trainable_params": r.trainable, "total_params": r.total,
+            "trainable_fraction": r.trainable_fraction, "fraction_of_baseline": r.fraction_of_baseline,
+            "lora_params": r.lora_params_qformer + r.lora_params_llm,
+            "lora_params_qformer": r.lora_params_qformer, "lora_params_llm": r.lora_params_llm,
+            "qformer_trainable_fraction": r.qformer_trainable_fraction}
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "since_best": 0, "ref_loss": None}
+
+
+def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = None,
+              device: torch.device | str = "cpu", trial: Trial | None = None) -> dict[str, Any]:
+    """Run (or resume) one trial; returns the last report's metrics."""
+    trial = trial or build_trial(cfg, device)
+    optimizer = make_optimizer(trial.model, cfg.lr, cfg.weight_decay, defaults.recipe_for(cfg.llm).betas)
+    state, best = _fresh_state(), trainable_state(trial.model)
+    if resume_from is not None:
+        state, best = load_checkpoint(Path(resume_from), trial.model, optimizer)
+    metrics: dict[str, Any] = {}
+    for epoch in range(state["epoch"], cfg.epochs):
+        metrics, stop = _run_epoch(trial, optimizer, epoch, state)
+        if epoch == 0 and resume_from is None:
+            metrics.update(_param_metrics(trial))
+        if metrics["diverged"]:
+            report(metrics, None)
+            return metrics
+        last = trainable_state(trial.model)
+        if state["best_epoch"] == epoch + 1:
+            best = last
+        if stop or epoch + 1 == cfg.epochs:
+            load_trainable_state(trial.model, best)
+            metrics.update(test_acc=evaluate(trial, "test")[0], best_epoch=state["best_epoch"], done=True)
+        with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as tmp:
+            size = save_checkpoint(Path(tmp), trial.model, last=last, best=best, optimizer=optimizer,
+                                   loop_state=state, config=cfg.to_dict())
+            metrics["checkpoint_mb"] = size / 2**20
+            report(metrics, Path(tmp))
+        if metrics.get("done"):
+            break
+    return metrics
+
+
+def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
+               state: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Train + validate one epoch, updating ``state`` in place; returns (metrics, early stop)."""
+    cfg = trial.cfg
+    lr = lr_at_epoch(cfg.lr, epoch, cfg.epochs)
+    set_lr(optimizer, lr)
+    start = time.perf_counter()
+    losses, samples = train_epoch(trial, optimizer, epoch)
+    train_time = time.perf_counter() - start
+    if state["ref_loss"] is None and losses:
+        state["ref_loss"] = losses[0]
+    train_loss = sum(losses) / max(1, len(losses))
+    diverged = not math.isfinite(train_loss) or train_loss > cfg.divergence_factor * state["ref_loss"]
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr,
+                               "samples_per_s": samples / train_time, "diverged": diverged}
+    if diverged:
+        best_acc = max(state["best_val_acc"], 0.0)
+        metrics.update(val_acc=0.0, best_val_acc=best_acc, epoch_time_s=time.perf_counter() - start, done=True)
+        return metrics, True
+    val_acc, _ = evaluate(trial, "val")
+    if val_acc > state["best_val_acc"]:
+        state.update(best_val_acc=val_acc, best_epoch=epoch + 1, since_best=0)
+    else:
+        state["since_best"] += 1
+    state["epoch"] = epoch + 1
+    stop = state["since_best"] >= cfg.patience and epoch + 1 >= cfg.min_epochs
+    metrics.update(val_acc=val_acc, best_val_acc=state["best_val_acc"], epoch_time_s=time.perf_counter() - start)
+    return metrics, stop

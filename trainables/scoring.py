@@ -1,0 +1,151 @@
+"""Rank classification: every labelled candidate is scored by its summed token NLL given image +
+prompt; the lowest wins (the paper's evaluation).
+
+Why prefix sharing: a problem has 2-5 candidates that share the image and the prompt. The
+batched scorer runs the vision encoder, Q-Former and projection once per problem, and
+- T5: the LLM encoder once per problem; its output is repeated for that problem's candidates
+  and the decoder scores all candidates of a batch of problems in one call;
+- LLaMA: the image+prompt prefix once per problem (left-padded across problems, with explicit
+  position ids so padding changes nothing), keeping its KV cache; the cache is repeated per
+  candidate and all candidates are scored in one call from it. The first candidate token is
+  scored from the prefix's last logits.
+``score_naive`` is the reference: one full forward per candidate, batch size 1. Both sum the
+NLL over the candidate's tokens including </s> (see trainables.batching).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from trainables.batching import (
+    IGNORE,
+    EncodedProblem,
+    TokenSpec,
+    collate_train,
+    pad_left,
+    pad_right,
+    qformer_inputs,
+)
+from trainables.step import Precision, forward_logits, token_nll, unwrap
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of a list of problems."""
+
+    predictions: list[int]
+    """Index of the lowest-NLL candidate per problem."""
+    scores: list[list[float]]
+    """Summed NLL per candidate, per problem."""
+
+    def accuracy(self, problems: Sequence[EncodedProblem]) -> float:
+        hits = sum(int(p == q.answer_index) for p, q in zip(self.predictions, problems))
+        return hits / max(1, len(problems))
+
+
+def _result(nll: torch.Tensor, counts: list[int]) -> ScoreResult:
+    rows = torch.split(nll.float().cpu(), counts)
+    return ScoreResult(predictions=[int(r.argmin()) for r in rows], scores=[r.tolist() for r in rows])
+
+
+def _prefix_embeds(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                   ids: torch.Tensor, spec: TokenSpec) -> torch.Tensor:
+    """LLM input embeddings of the prefixes, image tokens replaced by the projected Q-Former output."""
+    q_ids, q_mask = qformer_inputs(problems, spec)
+    device = pixel_values.device
+    feats = m.get_image_features(pixel_values, qformer_input_ids=q_ids.to(device),
+                                 qformer_attention_mask=q_mask.to(device), return_dict=True).pooler_output
+    embeds = m.get_input_embeddings()(ids)
+    image_mask = (ids == spec.image_token_id).unsqueeze(-1)
+    return embeds.masked_scatter(image_mask, feats.to(embeds.dtype))
+
+
+def _score_t5(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+              spec: TokenSpec) -> torch.Tensor:
+    device = pixel_values.device
+    ids, mask = (t.to(device) for t in pad_right([p.prefix_ids for p in problems], spec.pad_id))
+    lm = m.language_model
+    encoded = lm.get_encoder()(inputs_embeds=_prefix_embeds(m, problems, pixel_values, ids, spec),
+                               attention_mask=mask).last_hidden_state
+    cands = [c for p in problems for c in p.candidate_ids]
+    owner = torch.repeat_interleave(torch.arange(len(problems)), torch.tensor(
+        [len(p.candidate_ids) for p in problems])).to(device)
+    dec_in, dec_mask = pad_right([(spec.pad_id,) + c[:-1] for c in cands], spec.pad_id)
+    labels, _ = pad_right(cands, IGNORE)
+    out = lm(encoder_outputs=BaseModelOutput(last_hidden_state=encoded[owner]), attention_mask=mask[owner],
+             decoder_input_ids=dec_in.to(device), decoder_attention_mask=dec_mask.to(device), use_cache=False)
+    return token_nll(out.logits, labels.to(device))
+
+
+def _score_llama(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                 spec: TokenSpec) -> torch.Tensor:
+    device = pixel_values.device
+    ids, mask = (t.to(device) for t in pad_left([p.prefix_ids for p in problems], spec.pad_id))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    lm = m.language_model
+    prefix = lm(inputs_embeds=_prefix_embeds(m, problems, pixel_values, ids, spec), attention_mask=mask,
+                position_ids=positions, use_cache=True)
+    cands = [c for p in problems for c in p.candidate_ids]
+    owner = torch.repeat_interleave(torch.arange(len(problems)), torch.tensor(
+        [len(p.candidate_ids) for p in problems])).to(device)
+    first = torch.tensor([c[0] for c in cands], device=device)
+    nll = torch.nn.functional.cross_entropy(prefix.logits[:, -1].float()[owner], first, reduction="none")
+    rest = [c[:-1] for c in cands]  # inputs that predict c[1:]
+    if max(len(r) for r in rest) == 0:
+        return nll
+    cache = getattr(prefix, "cache", None) or prefix.past_key_values
+    cache.batch_select_indices(owner)  # one copy of the problem's prefix cache per candidate
+    cand_in, cand_mask = (t.to(device) for t in pad_right(rest, spec.pad_id))
+    lengths = mask.sum(-1)[owner]
+    cand_pos = lengths.unsqueeze(1) + torch.arange(cand_in.shape[1], device=device).unsqueeze(0)
+    out = lm(input_ids=cand_in, attention_mask=torch.cat([mask[owner], cand_mask], dim=1),
+             position_ids=cand_pos, use_cache=True, **{_cache_kwarg(lm): cache})
+    labels, _ = pad_right([c[1:] for c in cands], IGNORE)
+    return nll + token_nll(out.logits, labels.to(device))
+
+
+def _cache_kwarg(lm: nn.Module) -> str:
+    """transformers >= 5.2x names the KV-cache argument ``cache``; earlier 5.x ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def score_candidates(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                     spec: TokenSpec, precision: Precision) -> ScoreResult:
+    """Batched, prefix-shared scores of all candidates of ``problems`` (pixel_values in order)."""
+    m = unwrap(model)
+    was_training = m.training
+    m.eval()
+    try:
+        with precision.autocast():
+            score = _score_t5 if spec.family == "t5" else _score_llama
+            nll = score(m, problems, pixel_values, spec)
+    finally:
+        m.train(was_training)
+    return _result(nll, [len(p.candidate_ids) for p in problems])
+
+
+@torch.inference_mode()
+def score_naive(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                spec: TokenSpec, precision: Precision) -> ScoreResult:
+    """Reference: one full forward (vision .. LLM) per candidate, batch size 1, no sharing."""
+    m = unwrap(model)
+    was_training = m.training
+    m.eval()
+    nll = []
+    try:
+        for i, problem in enumerate(problems):
+            for c in range(len(problem.candidate_ids)):
+                one = EncodedProblem(problem.pid, problem.image, problem.qformer_ids, problem.prefix_ids,
+                                     problem.candidate_ids, answer_index=c)
+                batch = collate_train([one], pixel_values[i: i + 1].cpu(), spec).to(pixel_values.device)
+                with precision.autocast():
+                    nll.append(token_nll(forward_logits(m, batch), batch.labels))
+    finally:
+        m.train(was_training)
+    return _result(torch.cat(nll), [len(p.candidate_ids) for p in problems])
