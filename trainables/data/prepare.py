@@ -100,10 +100,10 @@ def atomic_prepare(out: Path, build: Callable[[Path], None]) -> Path:
         build(tmp)
         os.rename(tmp, out)
     except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
         if not (out / MANIFEST).is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an identical result
+        # Another process renamed its identical result into place first: use that one.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -154,8 +154,10 @@ def ensure_prepared(benchmark: str, *, data_root: str | Path | None = None, cach
     out = Path(cache_dir).expanduser() / f"{benchmark}-{key[:12]}"
     if (out / MANIFEST).is_file() and read_manifest(out).get("source_hash") == key:
         return out
-    if out.exists():  # stale or foreign content under our name: rebuild it
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()):
+        # Never delete it: another trial may be reading it. Only foreign content gets here,
+        # since our folders appear by atomic rename, complete.
+        raise ValueError(f"{out} exists but holds no prepared data for this source; remove it")
 
     def build(tmp: Path) -> None:
         write_prepared(source.load(), tmp, benchmark=benchmark, source=source.description, source_hash=key)

@@ -1,0 +1,56 @@
+"""Official-layout loaders read the real samples unchanged and keep only what the paper uses."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from trainables.data.iconqa import load_iconqa
+from trainables.data.scienceqa import load_scienceqa
+
+from conftest import ASSETS
+
+
+def test_shared_scienceqa_400_load_unchanged(shared: Path) -> None:
+    raw = json.loads((shared / "scienceqa" / "problems.json").read_text())
+    splits = json.loads((shared / "scienceqa" / "pid_splits.json").read_text())
+    recs = load_scienceqa(shared / "scienceqa")
+    assert len(recs) == 400
+    assert {s: sum(r.split == s for r in recs) for s in splits} == {s: len(v) for s, v in splits.items()}
+    for rec in recs:
+        src = raw[rec.pid]
+        assert (rec.question, list(rec.choices), rec.answer_index) == (src["question"], src["choices"], src["answer"])
+        assert rec.hint == (src["hint"] or "") and rec.lecture == (src["lecture"] or "")
+        assert rec.image == (shared / "scienceqa" / "images" / src["split"] / rec.pid / "image.png").read_bytes()
+        assert dict(rec.meta)["skill"] == (src["skill"] or "")
+
+
+def test_shared_iconqa_keeps_only_choose_txt(shared: Path) -> None:
+    root = shared / "iconqa"
+    raw = json.loads((root / "iconqa_data" / "problems.json").read_text())
+    recs = load_iconqa(root)
+    assert len(recs) == 30
+    assert all(raw[r.pid]["ques_type"] == "choose_txt" for r in recs)
+    assert sum(v["ques_type"] != "choose_txt" for v in raw.values()) == 100  # choose_img + fill_in_blank skipped
+    for rec in recs:
+        assert list(rec.choices) == raw[rec.pid]["choices"] and rec.answer_index == raw[rec.pid]["answer"]
+        folder = root / "iconqa_data" / "iconqa" / "test" / "choose_txt" / rec.pid
+        assert rec.image == (folder / "image.png").read_bytes()
+
+
+def test_iconqa_walk_mode_equals_index_mode(shared: Path, tmp_path: Path) -> None:
+    indexed = load_iconqa(shared / "iconqa")
+    tree = tmp_path / "iconqa_data"
+    shutil.copytree(shared / "iconqa" / "iconqa_data" / "iconqa", tree / "iconqa")  # no index files
+    walked = load_iconqa(tmp_path)
+    assert sorted(walked, key=lambda r: r.pid) == sorted(indexed, key=lambda r: r.pid)
+
+
+def test_shipped_samples_load_with_their_demo_splits() -> None:
+    sqa = load_scienceqa(ASSETS / "scienceqa")
+    assert [sum(r.split == s for r in sqa) for s in ("train", "val", "test")] == [12, 6, 6]
+    assert any(r.lecture for r in sqa) and any(not r.hint for r in sqa) and any(len(r.choices) == 5 for r in sqa)
+    icon = load_iconqa(ASSETS / "iconqa")
+    assert [sum(r.split == s for r in icon) for s in ("train", "val", "test")] == [5, 2, 3]
+    assert (ASSETS / "scienceqa" / "LICENSE-DATA-ScienceQA.md").is_file()
+    assert (ASSETS / "iconqa" / "LICENSE-IconQA.md").is_file()
