@@ -1,0 +1,197 @@
+"""Table 1, Figure 2 and learning curves of a sweep, read back from MLflow.
+
+Everything comes from the tracking store (params, metrics, tags of the sweep's runs), so the
+report can be rebuilt any time without Ray or the sweep's files:
+
+    python -m orchestrator.report --experiment NAME [--tracking-uri URI] [--out DIR]
+
+The files are written to ``--out`` (default ``reports/<experiment>``) and logged as artifacts
+(``report/``) of the sweep's parent run. The sweep calls ``write_report`` when it ends.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from orchestrator.figures import Curve, Point, accuracy_vs_fraction, learning_curves
+from orchestrator.mlflow_runs import (TAG_CELL, TAG_GROUP, TAG_PARENT, TAG_REPLACED_BY,
+                                      TAG_RETUNE_OF, TAG_ROLE, TAG_STATUS)
+from orchestrator.table1 import build_table1, write_table1
+from orchestrator.tracking import resolve_tracking_uri
+
+
+class ReportError(RuntimeError):
+    """The report cannot be made (unknown experiment, no trial runs); the message says which."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial run as the report needs it; accuracies in percent."""
+
+    run_id: str
+    name: str
+    cell: str
+    group: str  # "benchmark|llm"
+    method: str
+    sublayer: str
+    rank: int
+    llm: str
+    benchmark: str
+    status: str  # finished | stopped | diverged | error | running | interrupted
+    retuned: bool  # this run is a retune of its cell (starred in Table 1)
+    superseded: bool  # a retune replaced this run
+    test_acc: float | None
+    best_val_acc: float | None
+    trainable_fraction: float | None
+
+    @property
+    def row_method(self) -> str:
+        return f"{self.method}/{self.sublayer}"
+
+    @property
+    def accuracy(self) -> tuple[float | None, bool]:
+        """(accuracy, from_val): test accuracy, else best validation accuracy (stopped)."""
+        if self.test_acc is not None:
+            return self.test_acc, False
+        return self.best_val_acc, self.best_val_acc is not None
+
+
+def _pct(metrics: dict[str, float], key: str) -> float | None:
+    return round(100.0 * metrics[key], 2) if key in metrics else None
+
+
+def trial_from_run(run: Run) -> Trial:
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    return Trial(
+        run_id=run.info.run_id, name=run.info.run_name, cell=t.get(TAG_CELL, ""),
+        group=t.get(TAG_GROUP, f"{p.get('benchmark')}|{p.get('llm')}"), method=p["method"],
+        sublayer=p["sublayer"], rank=int(p["rank"]), llm=p["llm"], benchmark=p["benchmark"],
+        status=t.get(TAG_STATUS, "unknown"), retuned=bool(t.get(TAG_RETUNE_OF)),
+        superseded=bool(t.get(TAG_REPLACED_BY)), test_acc=_pct(m, "test_acc"),
+        best_val_acc=_pct(m, "best_val_acc"), trainable_fraction=m.get("trainable_fraction"))
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def load_trials(client: MlflowClient, experiment_name: str,
+                parent_run_id: str | None = None) -> tuple[str, list[Trial]]:
+    """The sweep's parent run id (default: the latest) and its trial runs."""
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None or exp.lifecycle_stage != "active":
+        known = [e.name for e in client.search_experiments(max_results=20)]
+        raise ReportError(f"no MLflow experiment named {experiment_name!r}; known: "
+                          f"{', '.join(known) or 'none'}")
+    if parent_run_id is None:
+        parents = _search_all(client, exp.experiment_id, f"tags.`{TAG_ROLE}` = 'parent'")
+        if not parents:
+            raise ReportError(f"experiment {experiment_name!r} holds no sweep (no parent run "
+                              f"tagged {TAG_ROLE}=parent); is it a sweep's experiment?")
+        parent_run_id = parents[0].info.run_id
+    children = _search_all(client, exp.experiment_id, f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
+    trials = [trial_from_run(r) for r in children if r.data.tags.get(TAG_ROLE) == "trial"]
+    if not trials:
+        raise ReportError(f"experiment {experiment_name!r}: sweep run {parent_run_id} has no "
+                          f"trial runs yet; nothing to report")
+    order = {name: i for i, name in enumerate(t.cell for t in trials)}
+    return parent_run_id, sorted(trials, key=lambda t: (t.group, order[t.cell], t.run_id))
+
+
+def figure_points(trials: list[Trial]) -> list[Point]:
+    """One point per trial that has an accuracy and a trainable fraction."""
+    points = []
+    for t in trials:
+        acc, from_val = t.accuracy
+        if acc is not None and t.trainable_fraction:
+            points.append(Point(t.group, t.row_method, t.trainable_fraction, acc, from_val,
+                                t.superseded))
+    return points
+
+
+def trial_curves(client: MlflowClient, trials: list[Trial]) -> list[Curve]:
+    curves = []
+    for t in trials:
+        history = sorted(client.get_metric_history(t.run_id, "val_acc"), key=lambda m: m.step)
+        if history:
+            curves.append(Curve(t.group, t.row_method, t.name, tuple(m.step for m in history),
+                                tuple(100.0 * m.value for m in history)))
+    return curves
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    out_dir: Path
+    table_md: Path
+    table_csv: Path
+    cells_csv: Path
+    figure2: Path
+    curves: Path
+    parent_run_id: str
+    n_trials: int
+
+
+def _default_out(experiment_name: str) -> Path:
+    return Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name)
+
+
+def write_report(experiment_name: str, tracking_uri: str | None = None,
+                 out_dir: Path | None = None, parent_run_id: str | None = None,
+                 log_artifacts: bool = True) -> ReportFiles:
+    """Write Table 1 (md + csv), Figure 2 and the learning curves; log them to the parent run."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise ReportError(f"no tracking store at {uri} (the file does not exist); pass "
+                          f"--tracking-uri or run from the sweep's directory")
+    client = MlflowClient(tracking_uri=uri)
+    parent_run_id, trials = load_trials(client, experiment_name, parent_run_id)
+    out = Path(out_dir) if out_dir is not None else _default_out(experiment_name)
+    out.mkdir(parents=True, exist_ok=True)
+    table_md, table_csv, cells_csv = write_table1(build_table1(trials), out)
+    figure2, curves = out / "figure2_accuracy_vs_fraction.png", out / "learning_curves.png"
+    accuracy_vs_fraction(figure_points(trials)).savefig(figure2, dpi=120)
+    learning_curves(trial_curves(client, trials)).savefig(curves, dpi=120)
+    if log_artifacts:
+        client.log_artifacts(parent_run_id, str(out), "report")
+    return ReportFiles(out, table_md, table_csv, cells_csv, figure2, curves, parent_run_id,
+                       len(trials))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, help="MLflow experiment (= sweep name)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    parser.add_argument("--out", type=Path, default=None, help="default: reports/<experiment>")
+    parser.add_argument("--parent-run-id", default=None, help="default: the latest sweep run")
+    parser.add_argument("--no-log-artifacts", action="store_true",
+                        help="do not log the files to the parent run")
+    args = parser.parse_args(argv)
+    try:
+        files = write_report(args.experiment, args.tracking_uri, args.out, args.parent_run_id,
+                             log_artifacts=not args.no_log_artifacts)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(files.table_md.read_text())
+    print(f"{files.n_trials} trials; files in {files.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
