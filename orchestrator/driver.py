@@ -1,0 +1,178 @@
+"""The sweep's driver: checks everything that can be checked, then grid phase, retunes, summary.
+
+Order matters and is the point of this module: the space, the options, the storage, the
+tracking store, the GPUs and the data are all validated BEFORE the first trial starts (most of
+them before Ray starts), so a mistake costs seconds, not a half-run sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.spaces import Space, Targets, load_space, resolve_targets, trial_configs
+from trainables.config import TrialConfig
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start; the message names the culprit and the fix."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a sweep will run, fully validated (no Ray, no tracking yet)."""
+
+    space: Space
+    """The validated space (paper names)."""
+    targets: Targets
+    """What the paper's names stand for in this sweep."""
+    configs: list[dict[str, Any]]
+    """One flat trial config per cell, as trials receive them."""
+    name: str
+    """Run name: the experiment directory under --storage and the MLflow experiment."""
+    epoch_budget: int
+    """Largest resolved epoch budget over the trials (ASHA's max_t)."""
+
+
+def prepare(args: argparse.Namespace, argv: list[str]) -> Prepared:
+    """Space + targets + trial configs, validated (raises SpaceError/SweepError)."""
+    space = load_space(args.space)
+    targets = resolve_targets(args.llm, args.benchmark, args.data_root)
+    extra = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    cache_dir = str(Path(args.cache_dir).expanduser().resolve())
+    configs = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
+    budget = max(TrialConfig.from_dict(c).epochs for c in configs)
+    if args.grace_period is not None and args.grace_period > budget:
+        raise SweepError(f"--grace-period {args.grace_period} exceeds the epoch budget {budget}")
+    return Prepared(space=space, targets=targets, configs=configs,
+                    name=args.name or f"sweep-{space.name}", epoch_budget=budget)
+
+
+def dry_run(prepared: Prepared, args: argparse.Namespace) -> int:
+    """Print the plan at the real model sizes (meta device) and exit; Ray never starts."""
+    from orchestrator import plan
+    trials = plan.build_plan(prepared.space)
+    print(plan.format_plan(trials))
+    if args.plan_out:
+        plan.write_plan_json(trials, Path(args.plan_out))
+        print(f"plan written to {args.plan_out}")
+    return 0
+
+
+def load_trainable(spec: str | None) -> Callable:
+    """--trainable MODULE:FUNCTION, default orchestrator.tuner.run_cell."""
+    if spec is None:
+        from orchestrator.tuner import run_cell
+        return run_cell
+    module, _, func = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise SweepError(f"--trainable {spec!r}: cannot import it ({err})") from None
+
+
+def check_gpus(gpus_per_trial: float, address: str | None) -> None:
+    """A local sweep asking for GPUs on a machine without one fails now, not pends forever."""
+    if gpus_per_trial > 0 and address is None:
+        import torch
+        if not torch.cuda.is_available():
+            raise SweepError(f"--gpus-per-trial {gpus_per_trial} but this machine has no CUDA GPU "
+                             f"(torch.cuda.is_available() is False); use --gpus-per-trial 0 or "
+                             f"--address of a cluster with GPUs")
+
+
+def check_cluster_gpus(gpus_per_trial: float) -> None:
+    import ray
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_trial > 0 and have < gpus_per_trial:
+        raise SweepError(f"--gpus-per-trial {gpus_per_trial} but the Ray cluster has {have:g} GPUs; "
+                         f"trials would stay pending forever")
+
+
+def prepare_data(configs: list[dict[str, Any]]) -> None:
+    """Validate and prepare every benchmark of the space once, on the driver, before trials."""
+    from trainables.data.prepare import ensure_prepared
+    seen = set()
+    for c in configs:
+        key = (c["benchmark"], c.get("data_root"), c["cache_dir"])
+        if key not in seen:
+            seen.add(key)
+            try:
+                ensure_prepared(c["benchmark"], data_root=c.get("data_root"), cache_dir=c["cache_dir"])
+            except ValueError as err:  # DataError is a ValueError naming file and field
+                raise SweepError(f"benchmark {c['benchmark']!r}: {err}") from None
+
+
+def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None = None) -> int:
+    """The whole sweep; returns the process exit code."""
+    from orchestrator import tuner as tn
+    from orchestrator.tracking import SweepTracker, TrackingError
+    try:
+        storage = tn.check_storage(args.storage)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
+    exists = tn.can_restore(storage, prepared.name)
+    if args.resume and not exists:
+        raise SweepError(f"--resume: no sweep {prepared.name!r} under {storage} to continue")
+    if exists and not args.resume:
+        raise SweepError(f"sweep {prepared.name!r} already exists under {storage}; pass --resume "
+                         f"to continue it, or --name / --storage for a new one")
+    check_gpus(args.gpus_per_trial, args.address)
+    trainable = load_trainable(args.trainable)
+    tracker = SweepTracker(args.tracking_uri, prepared.name, prepared.space.name,
+                           ["python", "-m", "orchestrator.sweep", *(argv or [])], args.seed, args.resume)
+    try:
+        tracker.preflight()
+    except TrackingError as err:
+        raise SweepError(str(err)) from None
+    prepare_data(prepared.configs)
+    import ray
+    # The classic reporter (a few columns, at most every 30 s) instead of per-trial result dumps.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
+             configure_logging=True, logging_level="warning")
+    try:
+        check_cluster_gpus(args.gpus_per_trial)
+        return _run_phases(prepared, args, storage, trainable, tracker)
+    finally:
+        ray.shutdown()
+
+
+def _run_phases(prepared: Prepared, args: argparse.Namespace, storage: str,
+                trainable: Callable, tracker: Any) -> int:
+    from orchestrator import retune, summary
+    from orchestrator import tuner as tn
+    from orchestrator.schedulers import make_scheduler
+    import ray
+    tracker.start()
+    settings = tn.TunerSettings(
+        storage=storage, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)
+                                                        // args.cpus_per_trial)),
+        max_failures=args.max_failures, callbacks=[tracker.callback()])
+    started = time.monotonic()
+    space = tn.grid_param_space(prepared.configs)
+    if args.resume:
+        grid = tn.restore_tuner(trainable, space, prepared.name, settings)
+    else:
+        scheduler = make_scheduler(args.scheduler, prepared.epoch_budget, args.grace_period,
+                                   args.reduction_factor)
+        grid = tn.build_tuner(trainable, space, prepared.name, settings, scheduler,
+                              configs=prepared.configs)
+    rows = summary.rows_from_results(grid.fit())
+    retuned: list = []
+    if not args.no_retune:
+        retuned = retune.retune_divergent(rows, trainable, prepared.name, settings,
+                                          seed=args.seed, num_samples=args.retune_samples,
+                                          resume=args.resume)
+        rows = retune.apply_retunes(rows, retuned)
+    wall = time.monotonic() - started
+    print(summary.format_summary(rows, retuned, prepared.targets, tracker.describe(), wall))
+    failed = [r for r in rows if r.error]
+    tracker.finish("FAILED" if failed else "FINISHED")
+    return 1 if failed else 0

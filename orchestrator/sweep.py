@@ -1,0 +1,133 @@
+"""python -m orchestrator.sweep: run an ablation sweep (grid phase, retunes, summary).
+
+Kept thin: it parses and cross-checks options, then calls spaces (what to run), plan (--dry-run),
+tuner/schedulers (how to run), retune (starred cells), tracking and summary. Every check that
+can fail runs before Ray starts, and fails with one "sweep: error: ..." line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from orchestrator.spaces import SPACE_MODULES, SpaceError
+
+DESCRIPTION = """\
+Run the paper's LoRA ablation (or any search space) as a Ray Tune sweep.
+
+With only --space it runs fully offline on the embedded stand-ins: the paper's LLMs
+flan-t5-xl and vicuna-7b are replaced by the tiny presets tiny-t5 / tiny-llama and the
+benchmarks scienceqa / iconqa by the synthetic synth-scienceqa / synth-iconqa. Spaces always
+use the paper's names; --llm, --benchmark and --data-root say what those names stand for.
+"""
+EPILOG = """\
+examples:
+  python -m orchestrator.sweep --space smoke
+  python -m orchestrator.sweep --space full_grid --dry-run --plan-out plan.json
+  python -m orchestrator.sweep --space full_grid --llm flan-t5-xl=/models/instructblip-flan-t5-xl \\
+      --data-root scienceqa=/data/ScienceQA --gpus-per-trial 1
+  python -m orchestrator.sweep --space my_space.yaml --scheduler fifo --resume
+
+YAML spaces: {methods: [baseline, {method: qformer_lora, sublayers: [ffn, all]}],
+  ranks: [1, 2], llms: [flan-t5-xl], benchmarks: [iconqa], epochs: 4, lr: 1e-4}
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweep", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, metavar="NAME|FILE.yaml",
+                   help=f"search space: one of {', '.join(SPACE_MODULES)}, or a YAML file")
+    what = p.add_argument_group("what runs (paper name = what it stands for; repeatable)")
+    what.add_argument("--llm", action="append", default=[], metavar="PAPER=PRESET|DIR",
+                      help="e.g. flan-t5-xl=flan-t5-xl (real, HF cache), vicuna-7b=/models/vicuna "
+                           "(real, local dir) or flan-t5-xl=small-t5 (a preset); default: tiny stand-ins")
+    what.add_argument("--benchmark", action="append", default=[], metavar="PAPER=NAME",
+                      help="e.g. iconqa=sample-iconqa; default: the synth-* stand-ins")
+    what.add_argument("--data-root", action="append", default=[], metavar="PAPER=DIR",
+                      help="run the real benchmark from its official files, e.g. scienceqa=/data/sqa")
+    what.add_argument("--epochs", type=int, help="epoch budget of every trial (default: the recipe's)")
+    what.add_argument("--seed", type=int, default=0, help="trial seed and retune sampler seed (default 0)")
+    what.add_argument("--cache-dir", default=".cache/prepared",
+                      help="where prepared benchmark Parquet is kept (default .cache/prepared)")
+    how = p.add_argument_group("how it runs")
+    how.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                     help="asha: stop weak trials early, compared only within (benchmark, LLM); "
+                          "fifo: run every trial to its end (the complete table)")
+    how.add_argument("--grace-period", type=int,
+                     help="ASHA: epochs before the first stop decision (default max(1, epochs // 8))")
+    how.add_argument("--reduction-factor", type=float,
+                     help="ASHA: keep the top 1/N at each rung (default 4)")
+    how.add_argument("--max-concurrent", type=int, help="trials at once (default: CPU count)")
+    how.add_argument("--cpus-per-trial", type=float, default=1.0, help="default 1")
+    how.add_argument("--gpus-per-trial", type=float, default=0.0,
+                     help="default 0; a fraction (e.g. 0.25) packs several small trials on one GPU")
+    how.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    how.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default 2)")
+    out = p.add_argument_group("where results go")
+    out.add_argument("--storage", default="ray_results",
+                     help="Tune storage: a local dir or a URI pyarrow.fs understands (default ray_results)")
+    out.add_argument("--name", help="run name (default sweep-<space>); --resume finds the run by it")
+    out.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
+                                            "else sqlite:///mlflow.db)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue an interrupted sweep of the same --name/--storage")
+    modes = p.add_argument_group("modes")
+    modes.add_argument("--dry-run", action="store_true",
+                       help="list every trial with parameter counts at the real model sizes and "
+                            "memory/FLOPs estimates, then exit (Ray is not started)")
+    modes.add_argument("--plan-out", metavar="FILE.json", help="with --dry-run: also write the plan as JSON")
+    modes.add_argument("--no-retune", action="store_true", help="skip re-tuning divergent cells")
+    modes.add_argument("--retune-samples", type=int,
+                       help="learning rates tried per divergent cell (default search_spaces.lr_retune)")
+    modes.add_argument("--trainable", metavar="MODULE:FUNCTION",
+                       help="advanced (tests, experiments): a different Ray Tune function trainable "
+                            "taking the flat trial config (default orchestrator.tuner:run_cell)")
+    return p
+
+
+def check_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Contradictory options: one error each, before anything starts."""
+    if args.resume and args.dry_run:
+        p.error("--resume and --dry-run contradict each other (a dry run starts nothing)")
+    if args.plan_out and not args.dry_run:
+        p.error("--plan-out needs --dry-run")
+    if args.scheduler == "fifo":
+        for opt in ("grace_period", "reduction_factor"):
+            if getattr(args, opt) is not None:
+                p.error(f"--{opt.replace('_', '-')} only applies to --scheduler asha")
+    if args.no_retune and args.retune_samples is not None:
+        p.error("--retune-samples contradicts --no-retune")
+    for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period"):
+        value = getattr(args, opt)
+        if value is not None and value < 1:
+            p.error(f"--{opt.replace('_', '-')} must be >= 1, got {value}")
+    if args.reduction_factor is not None and args.reduction_factor <= 1:
+        p.error(f"--reduction-factor must be > 1, got {args.reduction_factor}")
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+        p.error("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if args.max_failures < 0:
+        p.error(f"--max-failures must be >= 0, got {args.max_failures}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_options(parser, args)
+    from orchestrator import driver  # after parsing: --help and option errors stay instant
+    try:
+        prepared = driver.prepare(args, argv)
+        if args.dry_run:
+            return driver.dry_run(prepared, args)
+        return driver.run(prepared, args, argv=argv)
+    except (SpaceError, driver.SweepError) as err:
+        parser.error(str(err))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
