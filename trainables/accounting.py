@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from trainables.peft_targeting import _base, _full_trainable_prefixes, is_lora_param, lora_param_count
-from trainables.vocab import METHOD_SUBLAYERS, PAPER_RANKS, PRESET_FAMILY, PRESETS, check_method
+from trainables.peft_targeting import (
+    FAMILIES, base_model_of, full_trainable_prefixes, check_cell, is_lora_param, lora_param_count,
+)
+from trainables.vocab import METHOD_SUBLAYERS, PAPER_RANKS, PRESET_FAMILY, PRESETS, check_choice
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,6 @@ class ParamReport:
         return asdict(self)
 
 
-def _numel_by_prefix(base: nn.Module, prefixes: tuple[str, ...]) -> int:
-    """Sum of base (non-LoRA) parameter sizes whose name starts with one of ``prefixes``."""
-    return sum(p.numel() for n, p in base.named_parameters()
-               if not is_lora_param(n) and n.startswith(prefixes))
-
-
 def _strip_base_layer(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
@@ -65,13 +61,14 @@ def base_sizes(model: nn.Module) -> dict[str, int]:
 
     Works for a plain or a peft-wrapped model, so a report can be made at any time.
     """
-    return {_strip_base_layer(n): p.numel() for n, p in _base(model).named_parameters()
+    return {_strip_base_layer(n): p.numel() for n, p in base_model_of(model).named_parameters()
             if not is_lora_param(n)}
 
 
 def count_parameters(model: nn.Module, method: str, sublayer: str, rank: int, family: str) -> ParamReport:
     """Analytic ParamReport of ``model`` (plain, peft-wrapped, or on the meta device)."""
-    check_method(method, sublayer, rank)
+    check_cell(method, sublayer, rank)
+    check_choice("family", family, FAMILIES)
     sizes = base_sizes(model)
 
     def by_prefix(prefixes: tuple[str, ...]) -> int:
@@ -79,10 +76,10 @@ def count_parameters(model: nn.Module, method: str, sublayer: str, rank: int, fa
 
     lora = lora_param_count(model, method, sublayer, family, rank) if method != "baseline" \
         else {"qformer": 0, "llm": 0}
-    full = by_prefix(_full_trainable_prefixes(method))
+    full = by_prefix(full_trainable_prefixes(method))
     trainable = full + lora["qformer"] + lora["llm"]
     total = sum(sizes.values()) + lora["qformer"] + lora["llm"]
-    baseline = by_prefix(_full_trainable_prefixes("baseline"))
+    baseline = by_prefix(full_trainable_prefixes("baseline"))
     qformer_total = by_prefix(("qformer.", "query_tokens"))
     qformer_full = by_prefix(("qformer.",)) if method in ("baseline", "llm_lora") else 0
     qformer_trainable = qformer_full + lora["qformer"] + sizes.get("query_tokens", 0)

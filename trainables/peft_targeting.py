@@ -67,7 +67,8 @@ def target_regex(method: str, sublayer: str, family: str) -> str | None:
     return _union(patterns) if patterns else None
 
 
-def _base(model: nn.Module) -> nn.Module:
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The InstructBLIP model itself, whether or not peft wrapped it (names without prefix)."""
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
@@ -78,7 +79,7 @@ def lora_target_names(model: nn.Module, method: str, sublayer: str, family: str)
         return []
     pattern = re.compile(regex)
     names = []
-    for name, module in _base(model).named_modules():
+    for name, module in base_model_of(model).named_modules():
         if pattern.fullmatch(name):
             # A peft-wrapped model holds lora.Linear at the same name; count both forms.
             if isinstance(module, nn.Linear) or hasattr(module, "base_layer"):
@@ -92,7 +93,7 @@ def lora_param_count(model: nn.Module, method: str, sublayer: str, family: str, 
     Why analytic: accounting on real-size meta models must not need a peft wrapper per cell.
     """
     counts = {"qformer": 0, "llm": 0}
-    modules = dict(_base(model).named_modules())
+    modules = dict(base_model_of(model).named_modules())
     for name in lora_target_names(model, method, sublayer, family):
         layer = modules[name]
         layer = getattr(layer, "base_layer", layer)
@@ -101,7 +102,7 @@ def lora_param_count(model: nn.Module, method: str, sublayer: str, family: str, 
     return counts
 
 
-def _full_trainable_prefixes(method: str) -> tuple[str, ...]:
+def full_trainable_prefixes(method: str) -> tuple[str, ...]:
     """Prefixes of parameters that train fully (not via LoRA) for this method."""
     if method in ("baseline", "llm_lora"):
         return ALWAYS_TRAINABLE_PREFIXES + ("qformer.",)
@@ -110,11 +111,18 @@ def _full_trainable_prefixes(method: str) -> tuple[str, ...]:
 
 def set_full_trainables(model: nn.Module, method: str) -> None:
     """requires_grad on the non-LoRA tensors that train; everything else except LoRA is frozen."""
-    prefixes = _full_trainable_prefixes(method)
-    for name, param in _base(model).named_parameters():
+    prefixes = full_trainable_prefixes(method)
+    for name, param in base_model_of(model).named_parameters():
         if "lora_" in name:
             continue
         param.requires_grad_(name.startswith(prefixes))
+
+
+def check_cell(method: str, sublayer: str, rank: int) -> None:
+    """vocab.check_method plus: the baseline has no LoRA, so its rank must be 0."""
+    check_method(method, sublayer, rank)
+    if method == "baseline" and rank != 0:
+        raise ValueError(f"rank must be 0 for method 'baseline' (no LoRA), got {rank!r}")
 
 
 def apply_method(model: nn.Module, method: str, sublayer: str, rank: int, family: str) -> nn.Module:
@@ -123,11 +131,9 @@ def apply_method(model: nn.Module, method: str, sublayer: str, rank: int, family
     Returns the peft ``PeftModel`` (LoRA rows) or ``model`` itself (baseline, rank 0). The
     PeftModel forwards all keyword inputs (pixel_values, qformer_input_ids, ...) to the model.
     """
-    check_method(method, sublayer, rank)
+    check_cell(method, sublayer, rank)
     check_choice("family", family, FAMILIES)
     if method == "baseline":
-        if rank != 0:
-            raise ValueError(f"rank must be 0 for method 'baseline' (no LoRA), got {rank!r}")
         set_full_trainables(model, method)
         return model
     regex = target_regex(method, sublayer, family)
@@ -153,7 +159,7 @@ def is_lora_param(name: str) -> bool:
 
 def check_vit_frozen(model: nn.Module) -> None:
     """Raise if anything in the ViT except post_layernorm would train (a guard for callers)."""
-    bad = [n for n, p in _base(model).named_parameters()
+    bad = [n for n, p in base_model_of(model).named_parameters()
            if p.requires_grad and n.startswith("vision_model.")
            and not n.startswith("vision_model.post_layernorm.")]
     if bad:
@@ -161,7 +167,8 @@ def check_vit_frozen(model: nn.Module) -> None:
 
 
 __all__ = [
-    "apply_method", "lora_target_names", "lora_param_count", "target_regex",
+    "apply_method", "check_cell", "lora_target_names", "base_model_of", "full_trainable_prefixes",
+    "lora_param_count", "target_regex",
     "set_full_trainables", "trainable_names", "is_lora_param", "check_vit_frozen",
     "LORA_ALPHA", "LORA_DROPOUT",
 ]
