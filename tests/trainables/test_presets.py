@@ -149,3 +149,25 @@ def test_random_toy_model_is_not_blind(preset, tiny_batch):
     scale = feats.abs().mean()
     assert (feats[0] - feats[1]).abs().mean() > 0.01 * scale  # two images differ
     assert (feats[0, 0] - feats[0, 1]).abs().mean() > 0.05 * scale  # two queries differ
+
+
+def test_shipped_tokenizers_are_reproducible_from_the_corpus(tmp_path):
+    from trainables.tokenizer_build import TOKENIZER_DIR, build_all
+    for name, path in build_all(tmp_path).items():
+        assert (path / "tokenizer.json").read_text() == (TOKENIZER_DIR / name / "tokenizer.json").read_text()
+
+
+def test_real_preset_loads_a_checkpoint_directory(tmp_path):
+    """The from_pretrained path, offline: a saved toy T5 model in the Salesforce layout
+    (LLM tokenizer at the top, Q-Former tokenizer in qformer_tokenizer/)."""
+    toy = build_model("tiny-t5", seed=1)
+    toy.model.save_pretrained(str(tmp_path))
+    toy.llm_tokenizer.save_pretrained(str(tmp_path))
+    toy.qformer_tokenizer.save_pretrained(str(tmp_path / "qformer_tokenizer"))
+    bundle = build_model("flan-t5-xl", model_path=str(tmp_path))
+    assert bundle.preset == f"path:{tmp_path}" and bundle.family == "t5"
+    assert bundle.image_token_id == toy.image_token_id and bundle.num_query_tokens == 8
+    assert torch.equal(bundle.model.query_tokens, toy.model.query_tokens)
+    assert bundle.qformer_tokenizer("red").input_ids == toy.qformer_tokenizer("red").input_ids
+    with pytest.raises(ValueError, match=r"holds a t5 LLM but preset 'vicuna-7b' is llama"):
+        build_model("vicuna-7b", model_path=str(tmp_path))
