@@ -1,0 +1,70 @@
+"""The dry-run plan: real-size counts for every trial, integers in JSON, seconds not minutes."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from orchestrator.plan import build_plan, format_plan, write_plan_json
+from orchestrator.spaces import load_space
+
+
+@pytest.fixture(scope="module")
+def full_plan():
+    start = time.monotonic()
+    plan = build_plan(load_space("full_grid"))
+    return plan, time.monotonic() - start
+
+
+def test_full_grid_plan_has_132_trials_at_real_size(full_plan):
+    plan, seconds = full_plan
+    assert len(plan) == 132
+    assert seconds < 60  # two meta builds + analytic counts (typically ~5 s on an idle core)
+    t5 = [t for t in plan if t.llm == "flan-t5-xl"]
+    assert all(3.9e9 < t.total_params < 4.1e9 for t in t5)  # InstructBLIP Flan-T5-XL ~ 4B
+    vicuna = [t for t in plan if t.llm == "vicuna-7b"]
+    assert all(7.8e9 < t.total_params < 8.1e9 for t in vicuna)
+
+
+def test_lora_counts_match_the_papers_qformer_numbers(full_plan):
+    plan, _ = full_plan
+    per_rank = {"self_attn": 36_864, "cross_attn": 44_544, "ffn": 184_320, "all": 265_728}
+    for t in plan:
+        if t.method == "qformer_lora":
+            assert t.lora_params_qformer == per_rank[t.sublayer] * t.rank
+            assert t.lora_params_llm == 0
+        if t.method == "baseline":
+            assert t.fraction_of_baseline == 1.0 and t.lr == 2e-5
+
+
+def test_both_lora_trains_under_ten_percent_of_the_baseline_on_flan_t5(full_plan):
+    plan, _ = full_plan
+    both = [t for t in plan if t.method == "both_lora" and t.llm == "flan-t5-xl"]
+    assert both and all(t.fraction_of_baseline < 0.10 for t in both)
+
+
+def test_estimates_are_positive_and_ordered(full_plan):
+    plan, _ = full_plan
+    for t in plan:
+        assert t.est_gpu_memory_bytes > 2 * t.total_params
+        assert t.est_train_flops_per_epoch > 0
+    by = {(t.llm, t.benchmark, t.method, t.sublayer, t.rank): t for t in plan}
+    # Vicuna-7B costs more than Flan-T5-XL; IconQA (3x the problems) more than ScienceQA.
+    assert by[("vicuna-7b", "iconqa", "baseline", "none", 0)].est_gpu_memory_bytes > \
+        by[("flan-t5-xl", "iconqa", "baseline", "none", 0)].est_gpu_memory_bytes
+    assert by[("flan-t5-xl", "iconqa", "baseline", "none", 0)].est_train_flops_per_epoch > \
+        by[("flan-t5-xl", "scienceqa", "baseline", "none", 0)].est_train_flops_per_epoch
+
+
+def test_plan_json_has_integer_counts(full_plan, tmp_path):
+    plan, _ = full_plan
+    path = tmp_path / "plan.json"
+    write_plan_json(plan, path)
+    data = json.loads(path.read_text())
+    assert len(data) == 132
+    for key in ("rank", "trainable_params", "total_params", "lora_params_qformer",
+                "lora_params_llm", "est_gpu_memory_bytes", "est_train_flops_per_epoch"):
+        assert all(isinstance(d[key], int) for d in data), key
+    assert {"method", "sublayer", "llm", "benchmark", "lr"} <= set(data[0])
+    assert "132 trials" in format_plan(plan)

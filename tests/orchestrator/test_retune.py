@@ -1,0 +1,65 @@
+"""The divergence rule and how retunes replace cells."""
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.retune import Retune, apply_retunes, divergence_reason, find_divergent, margin
+from orchestrator.summary import CellResult
+
+
+def row(rank, accs, *, method="qformer_lora", diverged=False, error=None, stopped=False,
+        bench="synth-scienceqa", lr=None, max_eval=None):
+    config = {"benchmark": bench, "llm": "tiny-t5", "method": method, "sublayer": "ffn",
+              "rank": rank, "lr": lr, "max_eval_examples": max_eval}
+    history = tuple((e, max(accs[:e])) for e in range(1, len(accs) + 1))
+    return CellResult(config=config, best_val_acc=max(accs) if accs else None,
+                      test_acc=None if stopped else max(accs) - 0.01, epochs_run=len(accs),
+                      stopped_early=stopped, diverged=diverged, error=error, history=history)
+
+
+def test_reported_divergence_counts():
+    rows = [row(1, [0.2, 0.2], diverged=True), row(2, [0.5, 0.6])]
+    assert divergence_reason(rows[0], rows) == "trial reported diverged"
+
+
+def test_far_below_siblings_counts_and_noise_does_not():
+    # 48 validation problems: sigma ~ 7 points, 3 sigma ~ 21 points at p ~ 0.7.
+    good = [row(1, [0.6, 0.7, 0.72]), row(2, [0.6, 0.71, 0.7])]
+    noisy = row(4, [0.55, 0.6, 0.6])          # 12 points below: within noise
+    bad = row(8, [0.3, 0.32, 0.35])            # 37 points below: divergent
+    rows = good + [noisy, bad]
+    assert divergence_reason(noisy, rows) is None
+    assert "trails rank" in divergence_reason(bad, rows)
+    assert [r.config["rank"] for r, _ in find_divergent(rows)] == [8]
+
+
+def test_stopped_trial_is_compared_at_its_own_epoch():
+    # Stopped at epoch 1 with 0.40 while the siblings were at 0.45 at epoch 1 (0.9 later): fine.
+    rows = [row(1, [0.45, 0.7, 0.9]), row(2, [0.44, 0.8, 0.9]), row(4, [0.40], stopped=True)]
+    assert divergence_reason(rows[2], rows) is None
+
+
+def test_margin_shrinks_to_the_absolute_floor_on_large_validation_sets():
+    assert margin(0.8, 48) == pytest.approx(3 * (0.8 * 0.2 / 48) ** 0.5)
+    assert margin(0.8, 2097) == 0.10
+    # On the real benchmark a 14-point gap (the paper's 71.29 among ~85s) counts.
+    rows = [row(1, [0.85], bench="scienceqa"), row(2, [0.7129], bench="scienceqa")]
+    assert divergence_reason(rows[1], rows) is not None
+
+
+def test_errors_and_baselines_without_siblings_are_not_retuned():
+    rows = [row(1, [0.1], error="RuntimeError: boom"), row(2, [0.9]),
+            row(0, [0.1], method="baseline")]
+    assert find_divergent(rows) == []
+
+
+def test_best_retune_replaces_the_cell_only_when_better():
+    orig = row(4, [0.3, 0.3], diverged=True)
+    trial_a = row(4, [0.5, 0.6], lr=1e-4)
+    trial_b = row(4, [0.5, 0.7], lr=3e-4)
+    rt = Retune(original=orig, reason="trial reported diverged", trials=[trial_a, trial_b])
+    out = apply_retunes([row(1, [0.8]), orig], [rt])
+    assert out[1].best_val_acc == 0.7 and out[1].retuned_lr == 3e-4
+    assert out[0].retuned_lr is None
+    worse = Retune(original=row(4, [0.8]), reason="gap", trials=[row(4, [0.2], lr=1e-5)])
+    assert not worse.replaces and "kept" in worse.describe()

@@ -1,0 +1,58 @@
+"""Every shipped space loads, has the documented size, and documents its hyper-parameters."""
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+
+import pytest
+
+from orchestrator.spaces import SPACE_MODULES, load_space
+from trainables.vocab import METHOD_SUBLAYERS
+
+
+@pytest.mark.parametrize("name", sorted(SPACE_MODULES) + ["lr_retune"])
+def test_docstring_names_studied_nuisance_fixed(name):
+    doc = importlib.import_module(f"search_spaces.{name}").__doc__
+    for word in ("Studied", "Nuisance", "Fixed"):
+        assert f"{word} hyper-parameters" in doc, (name, word)
+
+
+def test_full_grid_is_the_papers_132_trials():
+    space = load_space("full_grid")
+    assert len(space.cells) == 132
+    groups = Counter((c["benchmark"], c["llm"]) for c in space.cells)
+    assert groups == {(b, l): 33 for b in ("scienceqa", "iconqa") for l in ("flan-t5-xl", "vicuna-7b")}
+    baselines = [c for c in space.cells if c["method"] == "baseline"]
+    assert len(baselines) == 4 and all(c["rank"] == 0 for c in baselines)
+    lora_rows = {(c["method"], c["sublayer"]) for c in space.cells if c["method"] != "baseline"}
+    assert len(lora_rows) == 8
+    assert {c["rank"] for c in space.cells if c["method"] != "baseline"} == {1, 2, 4, 8}
+    assert len({tuple(sorted(c.items(), key=str)) for c in space.cells}) == 132  # no duplicates
+
+
+@pytest.mark.parametrize("name,method,count", [
+    ("qformer_lora", "qformer_lora", 4 * 4 * 4), ("llm_lora", "llm_lora", 3 * 4 * 4),
+    ("both_lora", "both_lora", 1 * 4 * 4), ("baseline", "baseline", 4)])
+def test_row_group_spaces(name, method, count):
+    space = load_space(name)
+    assert len(space.cells) == count
+    assert {c["method"] for c in space.cells} == {method}
+    assert {c["sublayer"] for c in space.cells} == set(METHOD_SUBLAYERS[method])
+
+
+def test_smoke_is_small_and_covers_every_group():
+    space = load_space("smoke")
+    assert len(space.cells) <= 6
+    assert {(c["benchmark"], c["llm"]) for c in space.cells} == {
+        (b, l) for b in ("scienceqa", "iconqa") for l in ("flan-t5-xl", "vicuna-7b")}
+    assert space.overrides["epochs"] <= 3
+
+
+def test_lr_retune_is_log_uniform_around_the_default():
+    from search_spaces import lr_retune
+    space = lr_retune.space_for({"method": "qformer_lora", "lr": None, "rank": 4}, "cell", 5e-4)
+    lr = space["lr"]
+    assert lr.lower == pytest.approx(5e-4 * lr_retune.LOW_FACTOR)
+    assert lr.upper == pytest.approx(5e-4 * lr_retune.HIGH_FACTOR)
+    assert lr.lower < 5e-4 < lr.upper
+    assert space["retune_of"] == "cell" and space["rank"] == 4
