@@ -52,8 +52,8 @@ class _Pick:
     def __init__(self, configs: list[dict[str, Any]], key: str) -> None:
         self.configs, self.key = configs, key
 
-    def __call__(self, spec: Any) -> Any:
-        return self.configs[spec.config[CELL_INDEX]].get(self.key)
+    def __call__(self, config: dict[str, Any]) -> Any:
+        return self.configs[config[CELL_INDEX]].get(self.key)
 
 
 def grid_param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:

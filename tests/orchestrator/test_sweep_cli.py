@@ -1,0 +1,129 @@
+"""The sweep CLI: --help, and one clear error before Ray starts for every bad invocation."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sweep import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE = "tests.orchestrator.fake_trainable:fake_trial"
+
+
+def fails(argv: list[str], capsys) -> str:
+    """Run the CLI in-process; it must exit 2 with one 'sweep: error:' line, Ray not started."""
+    import ray
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sweep: error: ")
+    assert not ray.is_initialized()
+    return err
+
+
+def test_help_explains_every_option():
+    text = build_parser().format_help()
+    for action in build_parser()._actions:
+        for opt in action.option_strings:
+            assert opt in text
+        assert action.help, action.option_strings
+    assert "tiny-t5" in text and "synth-scienceqa" in text  # the offline default is explained
+
+
+def test_unknown_space(capsys):
+    assert "unknown space 'nope'" in fails(["--space", "nope"], capsys)
+
+
+def test_bad_yaml_space_names_the_key(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("methods: [baseline]\nlearning_rate: 1e-4\n")
+    assert "unknown key(s) learning_rate" in fails(["--space", str(path)], capsys)
+    path.write_text("methods: [qformer_lora]\nranks: [-1]\n")
+    assert "bad rank -1" in fails(["--space", str(path)], capsys)
+    path.write_text("methods: [{method: qformer_lora, sublayers: [attn]}]\nranks: [1]\n")
+    assert "sublayer 'attn' does not exist for qformer_lora" in fails(["--space", str(path)], capsys)
+    path.write_text("methods: [qformer_lora]\nranks: [1]\nbenchmarks: []\n")
+    assert "grid is empty" in fails(["--space", str(path)], capsys)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--resume", "--dry-run"], "--resume and --dry-run"),
+    (["--scheduler", "fifo", "--grace-period", "2"], "--grace-period only applies to --scheduler asha"),
+    (["--scheduler", "fifo", "--reduction-factor", "3"], "--reduction-factor only applies"),
+    (["--plan-out", "p.json"], "--plan-out needs --dry-run"),
+    (["--no-retune", "--retune-samples", "3"], "--retune-samples contradicts --no-retune"),
+    (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
+    (["--grace-period", "50"], "exceeds the epoch budget"),
+    (["--llm", "flan-t5-xl=/no/such/model"], "neither a preset"),
+])
+def test_conflicting_or_bad_options(extra, needle, capsys):
+    assert needle in fails(["--space", "smoke", *extra], capsys)
+
+
+def test_unwritable_storage(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    err = fails(["--space", "smoke", "--storage", str(blocker / "sub"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert "is not writable" in err and str(blocker) in err
+
+
+def test_gpus_per_trial_without_a_gpu(tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    err = fails(["--space", "smoke", "--gpus-per-trial", "0.5", "--storage", str(tmp_path / "rr"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert "no CUDA GPU" in err
+
+
+def test_resume_without_a_sweep(tmp_path, capsys):
+    err = fails(["--space", "smoke", "--resume", "--storage", str(tmp_path / "rr"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert "no sweep 'sweep-smoke'" in err
+
+
+def test_dry_run_writes_the_plan_without_ray(tmp_path, capsys):
+    import ray
+    out = tmp_path / "plan.json"
+    assert main(["--space", "baseline", "--dry-run", "--plan-out", str(out)]) == 0
+    assert not ray.is_initialized()
+    plan = json.loads(out.read_text())
+    assert len(plan) == 4 and {p["llm"] for p in plan} == {"flan-t5-xl", "vicuna-7b"}
+    assert "4 trials at real model sizes" in capsys.readouterr().out
+
+
+def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env}
+    return subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args,
+                           "--storage", str(tmp_path / "rr"), "--cache-dir", str(tmp_path / "cache"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--trainable", FAKE],
+                          cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.integration
+def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
+    space = tmp_path / "mini.yaml"
+    space.write_text("methods: [baseline, {method: qformer_lora, sublayers: [ffn]}]\n"
+                     "ranks: [1, 2, 4]\nllms: [flan-t5-xl]\nbenchmarks: [scienceqa, iconqa]\n"
+                     "epochs: 3\n")
+    proc = run_cli(["--space", str(space), "--retune-samples", "3", "--seed", "1"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "8 cells:" in out and "0 failed" in out
+    # The fake's planted divergent cell (qformer_lora/ffn r4) is retuned in both groups.
+    assert "2 retuned (*)" in out
+    assert "synth-scienceqa|tiny-t5|qformer_lora/ffn|r4: trial reported diverged; 3 lrs tried" in out
+    assert "*" in out.split("best validation accuracy (%):")[1]
+    assert "mlflow ui --backend-store-uri" in out
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("sweep-mini")
+    runs = client.search_runs([exp.experiment_id], "tags.`sweep.role` = 'trial'", max_results=100)
+    assert len(runs) == 8 + 2 * 3
