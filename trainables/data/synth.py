@@ -2,10 +2,11 @@
 
 synth-iconqa: one image per problem (64x64 PNG, big solid shapes on white) and a question whose
 answer is read off the image: colour of the shape, kind of shape, number of shapes (1-4), or
-whether a given colour is on the left or the right. synth-scienceqa asks the same, with a hint
+whether a given colour is at the top or the bottom (not left/right: training flips images
+horizontally, as the authors did, which would flip such answers). synth-scienceqa asks the same, with a hint
 and sometimes a lecture (so absent fields occur), plus two question types that need the context
 AND the image: a colour code given in the hint ("a red shape means yes ...") and a comparison
-given in the hint ("The red object is heavier ...") asking for the side. Options: 2-5 per
+given in the hint ("The red object is heavier ...") asking where the heavier one is. Options: 2-5 per
 question, shuffled; the chance level (mean 1/len(choices)) is written to the manifest. The
 same seed and sizes give byte-identical files. Colour questions are the easy ones a tiny model
 learns first; count questions the hard ones.
@@ -25,13 +26,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (240, 200, 0), "purple": (140, 40, 180),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-IMAGE_TYPES: tuple[str, ...] = ("color", "shape", "count", "side")
-CONTEXT_TYPES: tuple[str, ...] = ("rule", "heavier")
+# Question types and their weights: colour, the easiest for a tiny model, is the most common.
+IMAGE_TYPES: dict[str, int] = {"color": 6, "shape": 2, "count": 1, "position": 1}
+CONTEXT_TYPES: dict[str, int] = {"rule": 3, "heavier": 2}
 LECTURES: dict[str, str] = {
     "color": "Objects have colors. Red, green, blue, yellow and purple are colors.",
     "shape": "A circle is round. A square has four equal sides. A triangle has three sides.",
     "count": "To count objects, point to each one once and say the next number.",
-    "side": "Your left hand is on the left side. Your right hand is on the right side.",
+    "position": "The top of a picture is its upper part. The bottom is its lower part.",
 }
 
 
@@ -67,11 +69,11 @@ def _options(rng: random.Random, answer: str, pool: list[str], k: int, keep_orde
 
 
 def _pair(rng: random.Random) -> tuple[list[tuple], str, str]:
-    """Two shapes of different colours, one on each side; returns objects, left and right colour."""
-    left, right = rng.sample(list(COLOURS), 2)
+    """Two shapes of different colours, one above the other; returns objects, top and bottom colour."""
+    top, bottom = rng.sample(list(COLOURS), 2)
     shape = rng.choice(SHAPES)
-    y = rng.randint(20, 44)
-    return [(shape, left, rng.randint(12, 18), y, 11), (shape, right, rng.randint(46, 52), y, 11)], left, right
+    x = rng.randint(22, 42)
+    return [(shape, top, x, rng.randint(14, 18), 13), (shape, bottom, x, rng.randint(46, 50), 13)], top, bottom
 
 
 def make_problem(rng: random.Random, qtype: str) -> dict:
@@ -80,7 +82,7 @@ def make_problem(rng: random.Random, qtype: str) -> dict:
     colours = list(COLOURS)
     if qtype in ("color", "shape", "rule"):
         shape, colour = rng.choice(SHAPES), rng.choice(colours)
-        objects = [(shape, colour, rng.randint(28, 36), rng.randint(28, 36), rng.randint(16, 22))]
+        objects = [(shape, colour, rng.randint(29, 35), rng.randint(29, 35), rng.randint(22, 27))]
         if qtype == "color":
             question = "What color is the shape?"
             choices, answer = _options(rng, colour, colours, rng.randint(2, 5))
@@ -99,18 +101,18 @@ def make_problem(rng: random.Random, qtype: str) -> dict:
         objects = [(shape, colour, x + rng.randint(-2, 2), y + rng.randint(-2, 2), 10) for x, y in cells]
         question = "How many shapes are there?"
         choices, answer = _options(rng, str(n), ["1", "2", "3", "4"], rng.randint(2, 4), keep_order=True)
-    else:  # side, heavier
-        objects, left, right = _pair(rng)
-        if qtype == "side":
-            asked = rng.choice([left, right])
-            question = f"Is the {asked} shape on the left or on the right?"
-            truth = "left" if asked == left else "right"
+    else:  # position, heavier
+        objects, top, bottom = _pair(rng)
+        if qtype == "position":
+            asked = rng.choice([top, bottom])
+            question = f"Is the {asked} shape at the top or at the bottom?"
+            truth = "top" if asked == top else "bottom"
         else:
-            heavy, light = (left, right) if rng.random() < 0.5 else (right, left)
+            heavy, light = (top, bottom) if rng.random() < 0.5 else (bottom, top)
             hint = f"The {heavy} object is heavier than the {light} object."
-            question = "Which side holds the heavier object?"
-            truth = "left" if heavy == left else "right"
-        choices, answer = _options(rng, truth, ["left", "right"], 2, keep_order=True)
+            question = "Is the heavier object at the top or at the bottom?"
+            truth = "top" if heavy == top else "bottom"
+        choices, answer = _options(rng, truth, ["top", "bottom"], 2, keep_order=True)
     return {"qtype": qtype, "question": question, "choices": choices, "answer": answer,
             "hint": hint, "image": _png(objects)}
 
@@ -120,12 +122,13 @@ def generate(kind: str, seed: int, sizes: dict[str, int]) -> list[tuple[str, str
     if kind not in ("scienceqa", "iconqa"):
         raise ValueError(f"unknown synthetic kind {kind!r}; allowed: scienceqa, iconqa")
     rng = random.Random(seed * 2 + (kind == "iconqa"))
-    types = IMAGE_TYPES + (CONTEXT_TYPES if kind == "scienceqa" else ())
+    weights = {**IMAGE_TYPES, **(CONTEXT_TYPES if kind == "scienceqa" else {})}
+    types, w = list(weights), list(weights.values())
     out, pid = [], 0
     for split in ("train", "val", "test"):
         for _ in range(sizes.get(split, 0)):
             pid += 1
-            prob = make_problem(rng, rng.choice(types))
+            prob = make_problem(rng, rng.choices(types, weights=w)[0])
             prob["lecture"] = ""
             if kind == "scienceqa":
                 if not prob["hint"] and rng.random() < 0.5:
