@@ -174,17 +174,18 @@ def _run_phases(prepared: Prepared, args: argparse.Namespace, storage: str,
     wall = time.monotonic() - started
     print(summary.format_summary(rows, retuned, prepared.targets, tracker.describe(), wall))
     failed = [r for r in rows if r.error]
-    write_report_files(prepared.name, tracker)
+    write_report_files(prepared.name, tracker, args.report_dir)
     tracker.finish("FAILED" if failed else "FINISHED")
     return 1 if failed else 0
 
 
-def write_report_files(name: str, tracker: Any) -> None:
+def write_report_files(name: str, tracker: Any, out_dir: str | None) -> None:
     """Table 1, Figure 2 and learning curves from MLflow (orchestrator.report); a report that
     cannot be drawn is a warning, not a failed sweep: the runs are all in MLflow."""
     from orchestrator.report import write_report
     try:
-        files = write_report(name, tracker.tracking_uri, parent_run_id=tracker.parent_run_id)
+        files = write_report(name, tracker.tracking_uri, parent_run_id=tracker.parent_run_id,
+                             out_dir=Path(out_dir) if out_dir else None)
     except Exception as err:  # report is a by-product; never lose a finished sweep over it
         print(f"warning: could not write the report ({type(err).__name__}: {err}); rebuild it "
               f"with python -m orchestrator.report --experiment {name}")

@@ -66,7 +66,9 @@ def rows_from_results(results: Any) -> list[CellResult]:
         if frame is not None and "epoch" in frame and "best_val_acc" in frame:
             pairs = frame[["epoch", "best_val_acc"]].dropna()
             history = tuple((int(e), float(v)) for e, v in pairs.itertuples(index=False))
-        done = bool(metrics.get("done"))
+        # Ray fills "done" itself (also for a trial ASHA stopped), so the trial's own final
+        # report is recognised by its final keys (docs/ARCHITECTURE.md: test_acc, best_epoch).
+        done = "best_epoch" in metrics or "test_acc" in metrics
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
         rows.append(CellResult(
             config=trial_config(result.config), best_val_acc=metrics.get("best_val_acc"),

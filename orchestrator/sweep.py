@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--name", help="run name (default sweep-<space>); --resume finds the run by it")
     out.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
                                             "else sqlite:///mlflow.db)")
+    out.add_argument("--report-dir", help="where Table 1, Figure 2 and learning curves are written "
+                                          "(default reports/<name>)")
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted sweep of the same --name/--storage")
     modes = p.add_argument_group("modes")

@@ -4,7 +4,9 @@ It parses the config exactly as a real trial does (TrialConfig.from_dict: unknow
 reports the documented keys each epoch (docs/ARCHITECTURE.md "Reports a trial makes"), keeps a
 checkpoint per epoch and resumes from one, but trains nothing: accuracy follows from the config,
 so tests know the answer. One cell diverges at its default lr (qformer_lora/ffn at rank 4) and
-recovers below it, which exercises the retune phase. FAKE_TRIAL_SLEEP_S slows epochs down.
+recovers below it, which exercises the retune phase. FAKE_TRIAL_SLEEP_S slows epochs down;
+FAKE_TRIAL_LOG (a file) gets one line per trial start and per trial end, so tests can tell
+whether a finished trial ran again.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def fake_trial(config: dict[str, Any]) -> None:
         with ckpt.as_directory() as d:
             state = json.loads(Path(d, "state.json").read_text())
         start, best = state["epoch"] + 1, state["best"]
+    log(f"start {cfg.cell_id} epoch={start}")
     for epoch in range(start, cfg.epochs + 1):
         time.sleep(sleep)
         div = diverges(cfg) and epoch >= 2
@@ -61,8 +64,17 @@ def fake_trial(config: dict[str, Any]) -> None:
         last = div or epoch == cfg.epochs
         if last:
             metrics.update(test_acc=None if div else best - 0.01, best_epoch=epoch, done=True)
+        if last:  # before the final report: Tune may end the trial as soon as it arrives
+            log(f"end {cfg.cell_id}")
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "state.json").write_text(json.dumps({"epoch": epoch, "best": best}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         if last:
             return
+
+
+def log(line: str) -> None:
+    path = os.environ.get("FAKE_TRIAL_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
