@@ -142,10 +142,12 @@ class TrialRunLogger(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        run = self._ensure_run(trial)
+        self._log_result(self._ensure_run(trial), result)
+
+    def _log_result(self, run: _TrialRun, result: dict) -> None:
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= run.last_epoch:
-            return  # a resumed trial repeating epochs MLflow already has
+            return  # already logged: a resumed trial repeating epochs, or the final result again
         run.last_epoch = epoch
         run.diverged |= bool(result.get("diverged", False))
         metrics = {"epoch": float(epoch), **result_metrics(result)}
@@ -234,17 +236,17 @@ class TrialRunLogger(Callback):
     def _end_trial(self, trial: Any, failed: bool) -> None:
         run = self._ensure_run(trial)
         last = trial.last_result or {}
-        run.diverged |= bool(last.get("diverged", False))
+        if last:
+            self._log_result(run, last)  # normally a no-op: Tune passed it to on_trial_result
         if failed:
             status = "error"
         elif run.diverged:
             status = "diverged"
         else:
             status = "finished" if last.get("test_acc") is not None else "stopped"
-        final = result_metrics(last)
         wall = last.get("time_total_s", time.monotonic() - run.started)
-        final.update(diverged=float(run.diverged), wall_time_s=float(wall),
-                     retuned=float(bool(trial.config.get("retune_of"))))
+        final = {"diverged": float(run.diverged), "wall_time_s": float(wall),
+                 "retuned": float(bool(trial.config.get("retune_of")))}
         if run.last_epoch >= 0:
             final["stopped_at_epoch"] = float(run.last_epoch)
         self._log(run.run_id, final, step=max(run.last_epoch, 0), tags={TAG_STATUS: status})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +30,13 @@ from mlflow.utils.rest_utils import http_request
 
 from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger
 
+# The runs-table view published on the experiment (MLflow UI "shared view", an experiment tag):
+# the trial runs of the latest sweep, with the columns a comparison needs, best first.
+VIEW_KEY = "sweep"
+VIEW_METRICS = ("trainable_fraction", "fraction_of_baseline", "trainable_params", "lora_params",
+                "best_val_acc", "test_acc", "best_epoch", "stopped_at_epoch", "diverged",
+                "retuned", "wall_time_s")
+VIEW_PARAMS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs")
 PACKAGES = ("torch", "ray", "transformers", "peft", "mlflow", "optuna")
 REACH_TIMEOUT_S = 5
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -65,6 +73,22 @@ def check_reachable(uri: str) -> None:
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise TrackingError(f"tracking store {uri}: directory {directory} does not exist or is "
                                 f"not writable. Nothing was trained.")
+
+
+def _artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Artifacts of a sqlite store go next to the database (MLflow's default, ./mlruns of
+    whatever directory the driver runs in, scatters them); a server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name)
+    return str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / safe)
+
+
+def runs_view_url(uri: str, experiment_id: str) -> str:
+    """The experiment's runs table with the sweep's columns (the view published by start())."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return (f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            f"&workflowType=machine_learning")
 
 
 def git_commit() -> str:
@@ -130,8 +154,10 @@ class SweepTracker:
         """Create the experiment, or reuse it when it holds the same sweep space (or resuming)."""
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is None:
-            return self.client.create_experiment(self.experiment_name,
-                                                 tags={TAG_SPACE: self.space_name})
+            # kind: the UI opens a model-training experiment on its runs table, not on GenAI traces.
+            tags = {TAG_SPACE: self.space_name, "mlflow.experimentKind": "custom_model_development"}
+            return self.client.create_experiment(self.experiment_name, _artifact_location(
+                self.tracking_uri, self.experiment_name), tags=tags)
         if exp.lifecycle_stage != "active":
             raise TrackingError(f"MLflow experiment {self.experiment_name!r} at {self.tracking_uri} "
                                 f"is deleted; restore it (mlflow experiments restore) or choose "
@@ -161,7 +187,19 @@ class SweepTracker:
                     RunTag("sweep.resume_command", " ".join(self.argv)[:8000])])
                 return self.parent_run_id
         self.parent_run_id = self._create_parent()
+        self._publish_view()
         return self.parent_run_id
+
+    def _publish_view(self) -> None:
+        """Store the runs-table view of this sweep on the experiment (what the UI's "share view"
+        stores), so opening runs_view_url shows the trials with the comparison columns."""
+        columns = ([f"metrics.`{m}`" for m in VIEW_METRICS]
+                   + [f"params.`{p}`" for p in VIEW_PARAMS] + ["tags.`status`", "tags.`cell_id`"])
+        view = {"searchFilter": f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'",
+                "orderByKey": "metrics.`best_val_acc`", "orderByAsc": False,
+                "selectedColumns": columns}
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}",
+                                       json.dumps(view))
 
     def _create_parent(self) -> str:
         commit = git_commit()
@@ -174,7 +212,12 @@ class SweepTracker:
                   "command": " ".join(self.argv)[:6000], "host": socket.gethostname(),
                   "platform": platform.platform(), "python_executable": sys.executable,
                   **{f"version.{k}": v for k, v in versions.items()}}
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        note = (f"Sweep of space `{self.space_name}`: one nested run per trial. Compare them in "
+                f"the runs table ({runs_view_url(self.tracking_uri, self.experiment_id)}); "
+                f"Table 1 and Figure 2 (accuracy vs trainable fraction, Pareto front) are this "
+                f"run's artifacts under `report/`.")
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                              tags=[RunTag("mlflow.note.content", note)])
         self.client.log_dict(run.info.run_id, {"argv": self.argv, **params}, "sweep.json")
         return run.info.run_id
 
