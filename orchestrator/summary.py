@@ -149,7 +149,9 @@ def format_summary(rows: list[CellResult], retuned: list, targets: Any, tracking
         lines.append(f"  {names(bench)} ({bench}) / {names(llm)} ({llm}): "
                      f"{row.config['method']}/{row.config['sublayer']} r{row.config['rank']}  "
                      f"val {100 * row.best_val_acc:.1f}  test {test}")
-    lines += ["", "best validation accuracy (%):", format_table(rows, "best_val_acc", names),
+    lines += ["", "legend: * retuned lr (replaces the grid trial)   s@k stopped by ASHA at epoch k "
+              "(its best-so-far numbers)   div diverged   err failed after retries",
+              "", "best validation accuracy (%):", format_table(rows, "best_val_acc", names),
               "", "test accuracy (%) at the best validation epoch:",
               format_table(rows, "test_acc", names)]
     if retuned:
