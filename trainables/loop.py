@@ -63,6 +63,7 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu") -> Trial:
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(device)
     bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
     model = apply_method(bundle.model, cfg.method, cfg.sublayer, cfg.rank, bundle.family)
     prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
     limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
@@ -127,6 +128,11 @@ def _param_metrics(trial: Trial) -> dict[str, Any]:
             "qformer_trainable_fraction": r.qformer_trainable_fraction}
 
 
+def should_stop(epochs_since_best: int, epochs_done: int, patience: int, min_epochs: int) -> bool:
+    """Early stopping: ``patience`` epochs without a new best val accuracy, never before ``min_epochs``."""
+    return epochs_since_best >= patience and epochs_done >= min_epochs
+
+
 def _fresh_state() -> dict[str, Any]:
     return {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "since_best": 0, "ref_loss": None}
 
@@ -188,6 +194,6 @@ def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
     else:
         state["since_best"] += 1
     state["epoch"] = epoch + 1
-    stop = state["since_best"] >= cfg.patience and epoch + 1 >= cfg.min_epochs
+    stop = should_stop(state["since_best"], epoch + 1, cfg.patience, cfg.min_epochs)
     metrics.update(val_acc=val_acc, best_val_acc=state["best_val_acc"], epoch_time_s=time.perf_counter() - start)
     return metrics, stop

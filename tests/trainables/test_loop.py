@@ -1,0 +1,72 @@
+"""The epoch loop: reports, exact resume, divergence, early stopping, learning."""
+import shutil
+
+import pytest
+
+from trainables.config import TrialConfig
+from trainables.loop import run_trial, should_stop
+
+TIMING = ("samples_per_s", "epoch_time_s")
+
+
+def _cfg(tmp_path_factory, **over):
+    base = {"method": "both_lora", "sublayer": "all", "rank": 2, "llm": "tiny-t5", "benchmark": "synth-iconqa",
+            "cache_dir": str(tmp_path_factory.getbasetemp() / "prepared"), "max_train_examples": 32,
+            "max_eval_examples": 16, "seed": 7}
+    return TrialConfig.from_dict({**base, **over})
+
+
+class Stop(Exception):
+    """Simulates a trial killed right after a report."""
+
+
+def _collect(reports, keep=None, stop_after=None):
+    def report(metrics, ckpt):
+        reports.append(metrics)
+        if keep is not None and ckpt is not None:
+            shutil.copytree(ckpt, keep / f"epoch-{metrics['epoch']}")
+        if metrics["epoch"] == stop_after:
+            raise Stop
+    return report
+
+
+def _strip(metrics):
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def test_reports_carry_the_contract_keys(tmp_path_factory):
+    reports = []
+    final = run_trial(_cfg(tmp_path_factory, epochs=2), report=_collect(reports))
+    every = {"epoch", "train_loss", "val_acc", "best_val_acc", "lr", "samples_per_s", "epoch_time_s", "diverged"}
+    assert all(every <= set(r) for r in reports) and [r["epoch"] for r in reports] == [1, 2]
+    assert {"trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline",
+            "lora_params"} <= set(reports[0])
+    assert "test_acc" not in reports[0] and "trainable_params" not in reports[1]
+    assert final is reports[-1] and final["done"] and {"test_acc", "best_epoch"} <= set(final)
+    assert final["best_val_acc"] == max(r["val_acc"] for r in reports)
+    assert reports[1]["lr"] == pytest.approx(reports[0]["lr"] / 2)  # lr0 * (1 - 1/2)
+
+
+def test_resumed_trial_reports_exactly_what_an_uninterrupted_one_does(tmp_path_factory):
+    cfg = _cfg(tmp_path_factory, epochs=3)  # t5 has dropout: the per-epoch seeding is exercised
+    whole = []
+    run_trial(cfg, report=_collect(whole))
+    keep, first = tmp_path_factory.mktemp("resume"), []
+    with pytest.raises(Stop):
+        run_trial(cfg, report=_collect(first, keep=keep, stop_after=1))
+    rest = []
+    run_trial(cfg, report=_collect(rest), resume_from=keep / "epoch-1")
+    assert [_strip(r) for r in first + rest] == [_strip(r) for r in whole]
+
+
+def test_absurd_learning_rate_ends_cleanly_as_diverged(tmp_path_factory):
+    reports = []
+    final = run_trial(_cfg(tmp_path_factory, method="llm_lora", lr=1e4, epochs=3), report=_collect(reports))
+    assert final["diverged"] is True and final["done"] is True and reports[-1] is final
+    assert "test_acc" not in final
+
+
+def test_early_stopping_waits_for_min_epochs():
+    assert not should_stop(epochs_since_best=3, epochs_done=7, patience=3, min_epochs=8)
+    assert should_stop(epochs_since_best=3, epochs_done=8, patience=3, min_epochs=8)
+    assert not should_stop(epochs_since_best=2, epochs_done=12, patience=3, min_epochs=8)
