@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -12,6 +13,20 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.mlflow_runs import resolve_config, result_metrics
 from orchestrator.tracking import SweepTracker, TrackingError, resolve_tracking_uri
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An initialised store, copied per test (creating one costs seconds of migrations)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def store(tmp_path, empty_store) -> Path:
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    return tmp_path
 
 
 def tracker(tmp_path: Path, space: str = "smoke", resume: bool = False,
