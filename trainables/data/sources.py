@@ -26,7 +26,7 @@ from trainables.defaults import SYNTH_SEED, SYNTH_SPLIT_SIZES
 from trainables.vocab import BENCHMARKS, REAL_BENCHMARKS, SAMPLE_BENCHMARKS, check_choice
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "data"
-SYNTH_VERSION = 3
+SYNTH_VERSION = 5
 """Bump when the generator changes so cached synthetic data is regenerated."""
 
 

@@ -28,7 +28,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # Question types and their weights: colour, the easiest for a tiny model, is the most common.
 IMAGE_TYPES: dict[str, int] = {"color": 6, "shape": 2, "count": 1, "position": 1}
-CONTEXT_TYPES: dict[str, int] = {"rule": 3, "heavier": 2}
+CONTEXT_TYPES: dict[str, int] = {"rule": 2, "heavier": 1}
 LECTURES: dict[str, str] = {
     "color": "Objects have colors. Red, green, blue, yellow and purple are colors.",
     "shape": "A circle is round. A square has four equal sides. A triangle has three sides.",
@@ -85,10 +85,10 @@ def make_problem(rng: random.Random, qtype: str) -> dict:
         objects = [(shape, colour, rng.randint(29, 35), rng.randint(29, 35), rng.randint(22, 27))]
         if qtype == "color":
             question = "What color is the shape?"
-            choices, answer = _options(rng, colour, colours, rng.randint(2, 5))
+            choices, answer = _options(rng, colour, colours, rng.randint(2, 5), keep_order=True)
         elif qtype == "shape":
             question = "Which shape is shown?"
-            choices, answer = _options(rng, shape, list(SHAPES), rng.randint(2, 3))
+            choices, answer = _options(rng, shape, list(SHAPES), rng.randint(2, 3), keep_order=True)
         else:
             other = rng.choice([c for c in colours if c != colour])
             yes, no = (colour, other) if rng.random() < 0.5 else (other, colour)
