@@ -3,13 +3,18 @@
 synth-iconqa: one image per problem (64x64 PNG, big solid shapes on white) and a question whose
 answer is read off the image: colour of the shape, kind of shape, number of shapes (1-4), or
 whether a given colour is at the top or the bottom (not left/right: training flips images
-horizontally, as the authors did, which would flip such answers). synth-scienceqa asks the same, with a hint
-and sometimes a lecture (so absent fields occur), plus two question types that need the context
-AND the image: a colour code given in the hint ("a red shape means yes ...") and a comparison
-given in the hint ("The red object is heavier ...") asking where the heavier one is. Options: 2-5 per
-question, shuffled; the chance level (mean 1/len(choices)) is written to the manifest. The
-same seed and sizes give byte-identical files. Colour questions are the easy ones a tiny model
-learns first; count questions the hard ones.
+horizontally, as the authors did, which would flip such answers). synth-scienceqa asks the
+same, with a hint and sometimes a lecture (so absent fields occur), plus two question types
+that need the context AND the image: a colour code given in the hint ("a red shape means yes
+...") and a comparison given in the hint ("The red object is heavier ...") asking where the
+heavier one is.
+
+Options: 2-5 per question. Colour, shape and count options are listed in a fixed vocabulary
+order (a subset of red, green, blue, yellow, purple, ...), so a colour tends to keep its letter,
+which a tiny model picks up sooner; the answer's position is still uniform over the options,
+so guessing by position stays at chance. The chance level (mean 1/len(choices)) is written to
+the manifest. Colour questions are the most frequent and the easiest; count the hardest.
+The same seed and sizes give byte-identical files.
 """
 from __future__ import annotations
 
