@@ -164,7 +164,13 @@ def _run_phases(prepared: Prepared, args: argparse.Namespace, storage: str,
                                    args.reduction_factor)
         grid = tn.build_tuner(trainable, space, prepared.name, settings, scheduler,
                               configs=prepared.configs)
-    rows = summary.rows_from_results(grid.fit())
+    results = grid.fit()
+    if results.num_terminated + results.num_errors < len(results):  # Ctrl-C / SIGUSR1 in Tune
+        print(f"sweep interrupted with {len(results) - results.num_terminated - results.num_errors} "
+              f"trials unfinished; continue it with the same command plus --resume")
+        tracker.finish("KILLED")
+        return 130
+    rows = summary.rows_from_results(results)
     retuned: list = []
     if not args.no_retune:
         retuned = retune.retune_divergent(rows, trainable, prepared.name, settings,

@@ -59,15 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ASHA: epochs before the first stop decision (default max(1, epochs // 8))")
     how.add_argument("--reduction-factor", type=float,
                      help="ASHA: keep the top 1/N at each rung (default 4)")
-    how.add_argument("--max-concurrent", type=int, help="trials at once (default: CPU count)")
-    how.add_argument("--cpus-per-trial", type=float, default=1.0, help="default 1")
+    how.add_argument("--max-concurrent", type=int, help="trials at once (default: the Ray cluster's CPUs / --cpus-per-trial)")
+    how.add_argument("--cpus-per-trial", type=float, default=1.0,
+                     help="CPUs Ray reserves per trial (default 1)")
     how.add_argument("--gpus-per-trial", type=float, default=0.0,
                      help="default 0; a fraction (e.g. 0.25) packs several small trials on one GPU")
     how.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     how.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default 2)")
     out = p.add_argument_group("where results go")
     out.add_argument("--storage", default="ray_results",
-                     help="Tune storage: a local dir or a URI pyarrow.fs understands (default ray_results)")
+                     help="Tune storage: a local dir or a URI pyarrow.fs understands, e.g. s3://bucket/x "
+                          "(default ray_results; multi-node clusters need a shared path or URI)")
     out.add_argument("--name", help="run name (default sweep-<space>); --resume finds the run by it")
     out.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
                                             "else sqlite:///mlflow.db)")
