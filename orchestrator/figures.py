@@ -45,10 +45,15 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 
 
 def _panels(groups: Sequence[str], width: float = 5.5, height: float = 4.2) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * len(groups), height), layout="constrained")
+    """One panel per (benchmark, LLM) group, two per row (the paper's 2 x 2 grid)."""
+    ncols = min(2, max(1, len(groups)))
+    nrows = max(1, -(-len(groups) // ncols))
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    return fig, list(axes)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    return fig, axes
 
 
 def _scatter(ax, sel: Sequence[Point], name: str, from_val: bool, superseded: bool) -> None:
