@@ -6,7 +6,8 @@ checkpoint per epoch and resumes from one, but trains nothing: accuracy follows 
 so tests know the answer. One cell diverges at its default lr (qformer_lora/ffn at rank 4) and
 recovers below it, which exercises the retune phase. FAKE_TRIAL_SLEEP_S slows epochs down;
 FAKE_TRIAL_LOG (a file) gets one line per trial start and per trial end, so tests can tell
-whether a finished trial ran again.
+whether a finished trial ran again; FAKE_TRIAL_FAIL_ONCE (a directory) makes every trial raise
+once at epoch 2 (a marker file per cell remembers it), to exercise Tune's retries.
 """
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def fake_trial(config: dict[str, Any]) -> None:
         last = div or epoch == cfg.epochs
         if last:
             metrics.update(test_acc=None if div else best - 0.01, best_epoch=epoch, done=True)
+        fail_dir = os.environ.get("FAKE_TRIAL_FAIL_ONCE")
+        marker = Path(fail_dir or ".", cfg.cell_id.replace("|", "_").replace("/", "_"))
+        if fail_dir and epoch == 2 and not marker.exists():
+            marker.write_text("failed once")
+            raise RuntimeError(f"planted failure of {cfg.cell_id} at epoch 2")
         if last:  # before the final report: Tune may end the trial as soon as it arrives
             log(f"end {cfg.cell_id}")
         with tempfile.TemporaryDirectory() as tmp:

@@ -83,3 +83,20 @@ def test_sigkill_then_resume_finishes_without_rerunning_or_duplicating(tmp_path)
     assert len(parents) == 1
     assert len(children) == N_TRIALS
     assert len({r.data.tags["cell_id"] for r in children}) == N_TRIALS
+
+
+@pytest.mark.integration
+def test_failing_trials_are_retried_from_their_checkpoint(tmp_path):
+    (tmp_path / "resume.yaml").write_text(SPACE)
+    (tmp_path / "fail").mkdir()
+    trial_log = tmp_path / "trials.log"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FAKE_TRIAL_LOG": str(trial_log),
+           "FAKE_TRIAL_FAIL_ONCE": str(tmp_path / "fail")}
+    proc = subprocess.run(command(tmp_path), cwd=REPO, env=env, timeout=600,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{N_TRIALS} cells: {N_TRIALS} ran to the end" in proc.stdout and "0 failed" in proc.stdout
+    assert len(list((tmp_path / "fail").iterdir())) == N_TRIALS  # every trial did fail once
+    lines = trial_log.read_text().splitlines()
+    # Each retry resumed from the epoch-1 checkpoint, not from scratch.
+    assert sum(l.startswith("start ") and l.endswith("epoch=2") for l in lines) == N_TRIALS
