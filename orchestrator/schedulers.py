@@ -7,6 +7,12 @@ ScienceQA trial at 0.60 is not -- so one ASHA over the whole grid would stop the
 trial's config, and forwards every event to the group's scheduler. One Tuner runs all groups
 concurrently on the same cluster, which keeps --resume a single Tuner.restore.
 
+Ties: with a small validation set accuracies are coarse (48 problems: steps of 2 points), many
+trials tie at a rung, and ASHA lets every tie through (it stops only scores strictly below the
+cutoff). So each group's ASHA ranks by ``rung_score`` = best_val_acc minus TIE_BREAK x the
+epoch's training loss: among equal accuracies the lower loss ranks higher; different accuracies
+keep their order (the shift is below one accuracy step for any finite loss below ~100).
+
 Defaults derived from the epoch budget E (``asha_defaults``):
   grace_period = max(1, E // 8)  -- first rung after ~1/8 of the budget (E=8 or 15: epoch 1);
   reduction_factor = 4           -- Ray's default: keep the top quarter at each rung, so rungs at
@@ -15,12 +21,18 @@ Defaults derived from the epoch budget E (``asha_defaults``):
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from orchestrator.spaces import group_of
 
+SCORE = "rung_score"
+"""What each group's ASHA compares: best_val_acc with the training-loss tie-break."""
+TIE_BREAK = 1e-6
+"""Weight of the training loss in rung_score (clamped to MAX_LOSS; non-finite loss = MAX_LOSS)."""
+MAX_LOSS = 1e3
 METRIC = "best_val_acc"
 """Compared at each rung: best-so-far validation accuracy (monotone, so noise cannot un-pass a rung)."""
 MODE = "max"
@@ -52,7 +64,7 @@ class GroupedASHA(FIFOScheduler):
         self._metric, self._mode = metric, mode
         # stop_last_trials=False: a trial's final report (test_acc, done) comes at epoch max_t
         # too, and must not be cut off by a STOP at that epoch.
-        self._asha_kwargs = dict(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,
+        self._asha_kwargs = dict(time_attr=time_attr, metric=SCORE, mode=mode, max_t=max_t,
                                  grace_period=grace_period, reduction_factor=reduction_factor,
                                  stop_last_trials=False)
         self._group_fn = group_fn
@@ -73,11 +85,21 @@ class GroupedASHA(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         self.group_scheduler(trial).on_trial_add(tune_controller, trial)
 
+    def scored(self, result: dict) -> dict:
+        """The result plus rung_score (module docstring); unchanged without the metric."""
+        if not result or self._metric not in result or result[self._metric] is None:
+            return result
+        loss = result.get("train_loss")
+        loss = MAX_LOSS if loss is None or not math.isfinite(loss) else min(float(loss), MAX_LOSS)
+        sign = 1.0 if self._mode == "max" else -1.0
+        return {**result, SCORE: float(result[self._metric]) - sign * TIE_BREAK * loss}
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return self.group_scheduler(trial).on_trial_result(tune_controller, trial, result)
+        return self.group_scheduler(trial).on_trial_result(tune_controller, trial,
+                                                           self.scored(result))
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        self.group_scheduler(trial).on_trial_complete(tune_controller, trial, result)
+        self.group_scheduler(trial).on_trial_complete(tune_controller, trial, self.scored(result))
 
     def on_trial_error(self, tune_controller, trial) -> None:
         # ASHA forgets an errored trial; a retried one is added again by Tune.

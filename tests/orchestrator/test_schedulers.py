@@ -19,8 +19,8 @@ def trial(tid: str, benchmark: str, llm: str = "tiny-t5") -> FakeTrial:
     return FakeTrial(tid, {"benchmark": benchmark, "llm": llm, "method": "llm_lora"})
 
 
-def report(sched, t, epoch, acc):
-    return sched.on_trial_result(None, t, {"epoch": epoch, "best_val_acc": acc})
+def report(sched, t, epoch, acc, loss=1.0):
+    return sched.on_trial_result(None, t, {"epoch": epoch, "best_val_acc": acc, "train_loss": loss})
 
 
 def test_iconqa_trial_is_never_stopped_by_scienceqa_results():
@@ -82,3 +82,24 @@ def test_make_scheduler():
         make_scheduler("asha", 4, grace_period=5)
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_scheduler("pbt", 4)
+
+
+def test_ties_in_accuracy_are_broken_by_training_loss():
+    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
+    trials = [trial(f"i{i}", "synth-iconqa") for i in range(5)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    for i, t in enumerate(trials[:4]):  # all at 0.5, losses 1.0 .. 1.3
+        report(sched, t, 1, 0.5, loss=1.0 + i / 10)
+    assert report(sched, trials[4], 1, 0.5, loss=2.0) == TrialScheduler.STOP  # tied, worse loss
+    late = trial("late", "synth-iconqa")
+    sched.on_trial_add(None, late)
+    assert report(sched, late, 1, 0.5, loss=0.5) == TrialScheduler.CONTINUE  # tied, best loss
+
+
+def test_tie_break_never_reorders_different_accuracies():
+    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
+    low = sched.scored({"best_val_acc": 0.50, "train_loss": 0.0})["rung_score"]
+    high = sched.scored({"best_val_acc": 0.51, "train_loss": float("nan")})["rung_score"]
+    assert high > low
+    assert sched.scored({"epoch": 1}) == {"epoch": 1}
