@@ -42,7 +42,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Prepared:
     """Space + targets + trial configs, validated (raises SpaceError/SweepError)."""
     space = load_space(args.space)
     targets = resolve_targets(args.llm, args.benchmark, args.data_root)
-    extra = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    extra = {k: v for k, v in (("seed", args.seed), ("epochs", args.epochs)) if v is not None}
     cache_dir = str(Path(args.cache_dir).expanduser().resolve())
     configs = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
     budget = max(TrialConfig.from_dict(c).epochs for c in configs)
@@ -123,8 +123,9 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
                          f"to continue it, or --name / --storage for a new one")
     check_gpus(args.gpus_per_trial, args.address)
     trainable = load_trainable(args.trainable)
-    tracker = SweepTracker(args.tracking_uri, prepared.name, prepared.space.name,
-                           ["python", "-m", "orchestrator.sweep", *(argv or [])], args.seed, args.resume)
+    command = ["python", "-m", "orchestrator.sweep", *(argv or [])]
+    tracker = SweepTracker(args.tracking_uri, prepared.name, prepared.space.name, command,
+                           args.seed or 0, args.resume)
     try:
         tracker.preflight()
     except TrackingError as err:
@@ -174,7 +175,7 @@ def _run_phases(prepared: Prepared, args: argparse.Namespace, storage: str,
     retuned: list = []
     if not args.no_retune:
         retuned = retune.retune_divergent(rows, trainable, prepared.name, settings,
-                                          seed=args.seed, num_samples=args.retune_samples,
+                                          seed=args.seed or 0, num_samples=args.retune_samples,
                                           resume=args.resume)
         rows = retune.apply_retunes(rows, retuned)
     wall = time.monotonic() - started

@@ -103,7 +103,7 @@ def load_yaml_space(path: Path) -> Space:
     unknown = sorted(set(data) - set(YAML_GRID_KEYS) - set(OVERRIDE_KEYS))
     if unknown:
         raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(YAML_GRID_KEYS + tuple(k for k in OVERRIDE_KEYS if k not in YAML_GRID_KEYS))}")
+                         f"{', '.join(YAML_GRID_KEYS + OVERRIDE_KEYS)}")
     overrides = {k: v for k, v in data.items() if k not in YAML_GRID_KEYS}
     _check_overrides(where, overrides)
     methods = _yaml_methods(where, data.get("methods"))

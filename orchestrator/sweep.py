@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--data-root", action="append", default=[], metavar="PAPER=DIR",
                       help="run the real benchmark from its official files, e.g. scienceqa=/data/sqa")
     what.add_argument("--epochs", type=int, help="epoch budget of every trial (default: the recipe's)")
-    what.add_argument("--seed", type=int, default=0, help="trial seed and retune sampler seed (default 0)")
+    what.add_argument("--seed", type=int,
+                      help="seed of every trial and of the retune sampler (default: the space's "
+                           "seed, else 0)")
     what.add_argument("--cache-dir", default=".cache/prepared",
                       help="where prepared benchmark Parquet is kept (default .cache/prepared)")
     how = p.add_argument_group("how it runs")
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ASHA: epochs before the first stop decision (default max(1, epochs // 8))")
     how.add_argument("--reduction-factor", type=float,
                      help="ASHA: keep the top 1/N at each rung (default 4)")
-    how.add_argument("--max-concurrent", type=int, help="trials at once (default: the Ray cluster's CPUs / --cpus-per-trial)")
+    how.add_argument("--max-concurrent", type=int,
+                     help="trials at once (default: the Ray cluster's CPUs / --cpus-per-trial)")
     how.add_argument("--cpus-per-trial", type=float, default=1.0,
                      help="CPUs Ray reserves per trial (default 1)")
     how.add_argument("--gpus-per-trial", type=float, default=0.0,

@@ -1,7 +1,7 @@
 """One row group of Table 1: the both_lora rows at every rank, for both LLMs and benchmarks.
 
-Studied hyper-parameters: the sublayers both_lora targets (trainables.vocab.METHOD_SUBLAYERS["both_lora"])
-and the LoRA rank (1, 2, 4, 8).
+Studied hyper-parameters: the sublayers both_lora targets
+(trainables.vocab.METHOD_SUBLAYERS["both_lora"]) and the LoRA rank (1, 2, 4, 8).
 Nuisance hyper-parameters: the learning rate (None = the paper's default for both_lora; divergent
 cells are re-tuned afterwards, see search_spaces.lr_retune).
 Fixed hyper-parameters: the rest of the recipe (trainables.defaults), LoRA alpha 8 / dropout 0, seed.
