@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ from trainables.data.images import ImageTransform
 from trainables.data.prepare import ensure_prepared
 from trainables.peft_targeting import apply_method
 from trainables.presets import ModelBundle, build_model
-from trainables.scoring import ScoreResult, score_candidates
+from trainables.scoring import ScoreResult, score_in_batches
 from trainables.step import Precision, chunks, lr_at_epoch, make_optimizer, resolve_precision, set_lr, train_step
 
 ReportFn = Callable[[dict[str, Any], Optional[Path]], None]
@@ -81,13 +81,12 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu") -> Trial:
 def evaluate(trial: Trial, split: str) -> tuple[float, ScoreResult]:
     """Accuracy of the current model on a split with the batched, prefix-shared scorer."""
     problems = trial.splits[split]
-    predictions, scores = [], []
-    for chunk in chunks(problems, trial.cfg.eval_batch_size):
-        pixels = trial.transform(stack_images(chunk), train=False).to(trial.device)
-        result = score_candidates(trial.model, chunk, pixels, trial.spec, trial.precision)
-        predictions += result.predictions
-        scores += result.scores
-    result = ScoreResult(predictions=predictions, scores=scores)
+
+    def pixels_for(chunk: Sequence[EncodedProblem]) -> torch.Tensor:
+        return trial.transform(stack_images(chunk), train=False).to(trial.device)
+
+    result = score_in_batches(trial.model, problems, pixels_for, trial.spec, trial.precision,
+                              trial.cfg.eval_batch_size)
     return result.accuracy(problems), result
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -89,7 +89,7 @@ def _score_llama(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values:
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     lm = m.language_model
     prefix = lm(inputs_embeds=_prefix_embeds(m, problems, pixel_values, ids, spec), attention_mask=mask,
-                position_ids=positions, use_cache=True)
+                position_ids=positions, use_cache=True, logits_to_keep=1)  # only the last position is scored
     cands = [c for p in problems for c in p.candidate_ids]
     owner = torch.repeat_interleave(torch.arange(len(problems)), torch.tensor(
         [len(p.candidate_ids) for p in problems])).to(device)
@@ -125,6 +125,44 @@ def score_candidates(model: nn.Module, problems: Sequence[EncodedProblem], pixel
         with precision.autocast():
             score = _score_t5 if spec.family == "t5" else _score_llama
             nll = score(m, problems, pixel_values, spec)
+    finally:
+        m.train(was_training)
+    return _result(nll, [len(p.candidate_ids) for p in problems])
+
+
+def score_in_batches(model: nn.Module, problems: Sequence[EncodedProblem],
+                     pixels_for: Callable[[Sequence[EncodedProblem]], torch.Tensor], spec: TokenSpec,
+                     precision: Precision, batch_size: int) -> ScoreResult:
+    """Score a whole split ``batch_size`` problems per call, grouping problems of similar prefix
+    length (less padding), with results in the original order. ``pixels_for`` maps a chunk of
+    problems to its pixel values on the model's device."""
+    order = sorted(range(len(problems)), key=lambda i: (len(problems[i].prefix_ids), i))
+    predictions: list[int] = [0] * len(problems)
+    scores: list[list[float]] = [[] for _ in problems]
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        chunk = [problems[i] for i in idx]
+        result = score_candidates(model, chunk, pixels_for(chunk), spec, precision)
+        for i, pred, score in zip(idx, result.predictions, result.scores):
+            predictions[i], scores[i] = pred, score
+    return ScoreResult(predictions=predictions, scores=scores)
+
+
+@torch.inference_mode()
+def score_unshared(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                   spec: TokenSpec, precision: Precision) -> ScoreResult:
+    """One full forward over all candidates of ``problems`` as separate rows: batched, but the
+    image, Q-Former and prompt are recomputed for every candidate (no prefix sharing)."""
+    m = unwrap(model)
+    was_training = m.training
+    m.eval()
+    rows = [EncodedProblem(p.pid, p.image, p.qformer_ids, p.prefix_ids, p.candidate_ids, answer_index=c)
+            for p in problems for c in range(len(p.candidate_ids))]
+    owner = [i for i, p in enumerate(problems) for _ in p.candidate_ids]
+    try:
+        batch = collate_train(rows, pixel_values[owner].cpu(), spec).to(pixel_values.device)
+        with precision.autocast():
+            nll = token_nll(forward_logits(m, batch), batch.labels)
     finally:
         m.train(was_training)
     return _result(nll, [len(p.candidate_ids) for p in problems])

@@ -1,0 +1,81 @@
+"""Training throughput (samples/s) per method of the paper's table, side by side in one run.
+
+    python -m benchmarks.train_throughput [--presets tiny-t5 tiny-llama] [--steps 5] [--threads 1]
+
+For each preset and each Table-1 row (rank 4 for the LoRA rows) it builds the model, applies
+the method and times ``train_step`` (effective batch = the preset recipe's batch x accumulation)
+on synth-scienceqa training problems, after one warm-up step. Ends with one JSON line: the
+ratios to the baseline's throughput first, then samples/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from trainables.batching import TokenSpec, collate_train, encode_examples, stack_images
+from trainables.data.examples import load_examples
+from trainables.data.images import ImageTransform
+from trainables.data.prepare import ensure_prepared
+from trainables.defaults import recipe_for
+from trainables.peft_targeting import apply_method
+from trainables.presets import build_model
+from trainables.step import make_optimizer, resolve_precision, train_step
+from trainables.vocab import METHOD_SUBLAYERS
+
+
+def rows() -> list[tuple[str, str, int]]:
+    return [(m, s, 0 if m == "baseline" else 4) for m, subs in METHOD_SUBLAYERS.items() for s in subs]
+
+
+def bench(preset: str, method: str, sublayer: str, rank: int, steps: int, cache: str, device: str) -> float:
+    recipe = recipe_for(preset)
+    bundle = build_model(preset, seed=0, device=device)
+    torch.manual_seed(0)
+    model = apply_method(bundle.model, method, sublayer, rank, bundle.family)
+    model.train()
+    prepared = ensure_prepared("synth-scienceqa", cache_dir=cache)
+    n = recipe.batch_size * recipe.grad_accum
+    problems = encode_examples(load_examples(prepared, "train", bundle.image_size, n), bundle,
+                               recipe.max_prompt_tokens)
+    transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, augment=True)
+    spec, precision = TokenSpec.from_bundle(bundle), resolve_precision("auto", device)
+    gen = torch.Generator().manual_seed(0)
+    optimizer = make_optimizer(model, 1e-4, recipe.weight_decay)
+
+    def micro_batches():
+        parts = [problems[i: i + recipe.batch_size] for i in range(0, n, recipe.batch_size)]
+        return [collate_train(p, transform(stack_images(p), train=True, generator=gen), spec).to(device) for p in parts]
+
+    train_step(model, micro_batches(), optimizer, precision)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, micro_batches(), optimizer, precision)
+    return steps * n / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput")
+    parser.add_argument("--presets", nargs="+", default=["tiny-t5", "tiny-llama"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    speed: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for preset in args.presets:
+            for method, sublayer, rank in rows():
+                key = f"{preset}|{method}/{sublayer}"
+                speed[key] = round(bench(preset, method, sublayer, rank, args.steps, cache, args.device), 1)
+                print(f"{key:40s} {speed[key]:8.1f} samples/s", flush=True)
+    ratios = {f"{k}_vs_baseline": round(v / speed[f"{k.split('|')[0]}|baseline/none"], 2) for k, v in speed.items()}
+    print(json.dumps({**ratios, **{f"{k}_samples_per_s": v for k, v in speed.items()},
+                      "device": args.device, "threads": args.threads}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The Ray Tune function trainable under a real (local) Ray: reports, checkpoints, divergence."""
+import json
+import os
+
+import pytest
+
+from trainables.tune_fn import train_trial
+
+
+@pytest.mark.integration
+def test_train_trial_under_ray_tune(tmp_path):
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    space = {"method": "llm_lora", "sublayer": "all", "rank": 2, "llm": "tiny-t5", "benchmark": "synth-iconqa",
+             "epochs": 2, "max_train_examples": 32, "max_eval_examples": 8, "cache_dir": str(tmp_path / "prep"),
+             "lr": tune.grid_search([5e-3, 1e4])}  # a normal and an absurd learning rate
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(train_trial, {"cpu": 1}), param_space=space,
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="t", verbose=0))
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert results.num_errors == 0
+    by_lr = {r.config["lr"]: r for r in results}
+    ok, diverged = by_lr[5e-3], by_lr[1e4]
+    assert ok.metrics["done"] and not ok.metrics["diverged"] and 0 <= ok.metrics["test_acc"] <= 1
+    assert ok.metrics["best_epoch"] in (1, 2) and ok.metrics["epoch"] == 2
+    with ok.checkpoint.as_directory() as ckpt:
+        meta = json.loads(open(os.path.join(ckpt, "meta.json")).read())
+    assert meta["epoch"] == 2 and meta["config"]["lr"] == 5e-3
+    assert diverged.metrics["diverged"] is True and diverged.metrics["done"] is True
+
+
+def test_unknown_key_fails_before_training():
+    with pytest.raises(ValueError, match="unknown trial config key"):
+        train_trial({"method": "both_lora", "rank": 2, "lr_typo": 1e-3})
