@@ -77,13 +77,14 @@ def submit_smoke_sweep(workdir: Path) -> tuple[int, str]:
     return job.returncode, job.stdout + job.stderr
 
 
-def trial_nodes(storage: Path) -> dict[str, str]:
-    """trial directory name -> node_ip of its last result (Tune records it in every result)."""
+def trial_results(storage: Path) -> dict[str, dict]:
+    """trial directory -> its last result's node_ip (Tune adds it to every result) and test_acc
+    (the trial's final report)."""
     out = {}
     for result in sorted(storage.glob("*/*/result.json")):
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         if rows:
-            out[result.parent.name] = rows[-1]["node_ip"]
+            out[result.parent.name] = {"node_ip": rows[-1]["node_ip"], "test_acc": rows[-1].get("test_acc")}
     return out
 
 
@@ -120,7 +121,7 @@ def main(workdir: Path, out: Path) -> None:
         seen["job_rc"], output = submit_smoke_sweep(workdir)
         seen["job_output"] = output[-6000:]
         seen["sweep_s"] = round(time.monotonic() - started, 1)
-        seen["trial_nodes"] = trial_nodes(workdir / "shared" / "ray_results")
+        seen["trials"] = trial_results(workdir / "shared" / "ray_results")
     finally:
         down = run([RAY, "down", "-y", str(config)], timeout=120, check=False)
         seen["down_rc"] = down.returncode
