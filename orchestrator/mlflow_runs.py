@@ -12,14 +12,14 @@ back from MLflow.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from trainables.defaults import default_lr, recipe_for
+from trainables.config import TrialConfig
 
 # Tags (child runs carry what Table 1 needs; the parent is found by its role).
 TAG_PARENT = "mlflow.parentRunId"
@@ -28,7 +28,7 @@ TAG_SPACE = "sweep.space"
 TAG_TRIAL_ID = "sweep.trial_id"
 TAG_CELL = "cell_id"
 TAG_GROUP = "group"
-TAG_STATUS = "status"  # running | finished | stopped | diverged | error
+TAG_STATUS = "status"  # running | finished | stopped | diverged | error | interrupted
 TAG_RETUNE_OF = "retune_of"
 TAG_REPLACED_BY = "replaced_by"
 
@@ -39,30 +39,23 @@ FINAL_METRICS = ("test_acc", "best_epoch")
 PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
               "grad_accum", "seed")
 
-# Config keys whose None means "the preset's recipe default" (see trainables/defaults.py).
-_RECIPE_KEYS = ("epochs", "batch_size", "grad_accum", "patience", "min_epochs", "weight_decay",
-                "max_prompt_tokens", "augment", "eval_batch_size")
-
 
 def cell_id(config: dict[str, Any]) -> str:
     """The cell identity of docs/ARCHITECTURE.md: benchmark|llm|method/sublayer|r<rank>."""
-    return (f"{config['benchmark']}|{config['llm']}|{config['method']}/{config['sublayer']}"
-            f"|r{config['rank']}")
+    get = config.get  # .get: a config TrialConfig rejected still gets a (failed) run
+    return f"{get('benchmark')}|{get('llm')}|{get('method')}/{get('sublayer')}|r{get('rank')}"
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial config with None replaced by the preset's recipe default, as the trial uses it.
-
-    Logged as params and as the config artifact so a run says what actually ran, not "None".
-    """
-    resolved = dict(config)
-    recipe = recipe_for(config["llm"])
-    for key in _RECIPE_KEYS:
-        if resolved.get(key) is None:
-            resolved[key] = getattr(recipe, key)
-    if resolved.get("lr") is None:
-        resolved["lr"] = default_lr(config["method"], config["llm"])
-    return resolved
+    """The trial config as the trial runs it: TrialConfig's resolution of every None to the
+    preset's default, so a run says what actually ran, not "None". Keys that are not trial
+    config fields (the sweep's own bookkeeping) are left out; a config TrialConfig rejects is
+    logged as given (the trial itself then fails with that error)."""
+    known = {f.name for f in fields(TrialConfig)}
+    try:
+        return TrialConfig.from_dict({k: v for k, v in config.items() if k in known}).to_dict()
+    except ValueError:
+        return dict(config)
 
 
 def _lora_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -210,11 +203,11 @@ class TrialRunLogger(Callback):
         retune_of = config.get("retune_of")
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id,
                 TAG_SPACE: self.space_name, TAG_CELL: cell, TAG_STATUS: "running",
-                TAG_GROUP: f"{config['benchmark']}|{config['llm']}"}
+                TAG_GROUP: f"{config.get('benchmark')}|{config.get('llm')}"}
         name = cell
         if retune_of:
             tags[TAG_RETUNE_OF] = str(retune_of)
-            name = f"{cell} retune lr={config['lr']:g}"
+            name = f"{cell} retune lr={config.get('lr')}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         params = [Param(k, str(config[k])) for k in PARAM_KEYS if k in config]

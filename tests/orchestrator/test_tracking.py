@@ -138,6 +138,7 @@ def test_logged_config_is_resolved_from_the_recipe():
     cfg = resolve_config({"method": "qformer_lora", "sublayer": "ffn", "rank": 2, "llm": "tiny-t5",
                           "benchmark": "synth-iconqa", "lr": None, "epochs": None})
     assert cfg["lr"] == 5e-3 and cfg["epochs"] == 8 and cfg["batch_size"] == 16
+    assert cfg["seed"] == 0 and cfg["retune_of"] is None
 
 
 # -- a real Ray Tune run with the callback --------------------------------------------------
