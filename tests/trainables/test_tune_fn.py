@@ -14,7 +14,7 @@ def test_train_trial_under_ray_tune(tmp_path):
     from ray import tune
 
     space = {"method": "llm_lora", "sublayer": "all", "rank": 2, "llm": "tiny-t5", "benchmark": "synth-iconqa",
-             "epochs": 2, "max_train_examples": 32, "max_eval_examples": 8, "cache_dir": str(tmp_path / "prep"),
+             "epochs": 3, "max_train_examples": 32, "max_eval_examples": 8, "cache_dir": str(tmp_path / "prep"),
              "lr": tune.grid_search([5e-3, 1e4])}  # a normal and an absurd learning rate
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -29,10 +29,10 @@ def test_train_trial_under_ray_tune(tmp_path):
     by_lr = {r.config["lr"]: r for r in results}
     ok, diverged = by_lr[5e-3], by_lr[1e4]
     assert ok.metrics["done"] and not ok.metrics["diverged"] and 0 <= ok.metrics["test_acc"] <= 1
-    assert ok.metrics["best_epoch"] in (1, 2) and ok.metrics["epoch"] == 2
+    assert ok.metrics["best_epoch"] in (1, 2, 3) and ok.metrics["epoch"] == 3
     with ok.checkpoint.as_directory() as ckpt:
         meta = json.loads(open(os.path.join(ckpt, "meta.json")).read())
-    assert meta["epoch"] == 2 and meta["config"]["lr"] == 5e-3
+    assert meta["epoch"] == 3 and meta["config"]["lr"] == 5e-3
     assert diverged.metrics["diverged"] is True and diverged.metrics["done"] is True
 
 
