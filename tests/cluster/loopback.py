@@ -179,18 +179,41 @@ class PlainCluster:
         return f"{self.head_ip}:{self.gcs_port}"
 
     def start_head(self, num_cpus: int = 0) -> None:
+        # A killed node is declared dead after ~3 s instead of Ray's default ~30 s.
+        fast_health_checks = env(RAY_health_check_period_ms="1000", RAY_health_check_timeout_ms="1000",
+                                 RAY_health_check_failure_threshold="3")
         run([str(VENV_BIN / "ray"), "start", "--head", f"--node-ip-address={self.head_ip}",
              f"--port={self.gcs_port}", *NodePorts(self.gcs_port + 1000).flags(),
              f"--ray-client-server-port={self.gcs_port + 2}", "--dashboard-host", self.head_ip,
              f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}",
-             f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"], timeout=120)
+             f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"],
+            timeout=120, env=fast_health_checks)
 
-    def add_worker(self, ip: str, base_port: int, num_cpus: int = 1) -> None:
+    def add_worker(self, ip: str, base_port: int, num_cpus: int = 1, hide: Path | None = None) -> None:
+        """Start a worker node; with `hide`, the node (its own mount namespace) sees an empty
+        tmpfs at that directory: a node that cannot reach the storage the others share."""
         ports = NodePorts(base_port)
-        run([str(VENV_BIN / "ray"), "start", f"--address={self.address}", f"--node-ip-address={ip}",
-             *ports.flags(), f"--num-cpus={num_cpus}", f"--object-store-memory={self.object_store_bytes}",
-             "--disable-usage-stats"], timeout=120)
+        argv = [str(VENV_BIN / "ray"), "start", f"--address={self.address}", f"--node-ip-address={ip}",
+                *ports.flags(), f"--num-cpus={num_cpus}", f"--object-store-memory={self.object_store_bytes}",
+                "--disable-usage-stats"]
+        if hide is not None:
+            argv = ["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                    f'mount -t tmpfs tmpfs "{hide}" && exec "$@"', "hide", *argv]
+        run(argv, timeout=120)
         self.workers[ip] = ports
+
+    def wait_dead(self, ip: str, timeout: float) -> None:
+        """Block until the cluster has declared node `ip` dead (no live raylet under that IP)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = json.loads(run([str(VENV_BIN / "ray"), "list", "nodes", "--format", "json",
+                                     "--address", f"http://{self.head_ip}:{self.dashboard_port}"],
+                                    timeout=60).stdout)
+            if not any(n["node_ip"] == ip and n["state"] == "ALIVE" for n in states):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {ip} still ALIVE {timeout}s after its raylet was killed")
+            time.sleep(1)
 
     def raylet_pid(self, ip: str) -> int:
         """PID of the raylet serving node `ip` (found by its --node_ip_address argument)."""

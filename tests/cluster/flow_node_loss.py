@@ -1,0 +1,126 @@
+"""Fault flows on a head + 2 workers started with plain `ray start` on loopback:
+
+A. storage the workers cannot reach: a third worker whose view of the shared directory is an
+   empty tmpfs (its own mount namespace); orchestrator.cluster.check_storage_shared must name it.
+B. node loss: the smoke sweep (the project's CLI, 4 epochs per trial) runs against the cluster;
+   as soon as a trial on worker 127.0.0.2 has checkpointed an epoch, that worker's raylet is
+   SIGKILLed. The sweep must still finish every trial, the interrupted ones resuming from their
+   last checkpoint on 127.0.0.4.
+
+Writes what it saw as JSON for test_node_loss.py to judge.
+
+    python tests/cluster/flow_node_loss.py WORKDIR OUT.json
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loopback import VENV_BIN, PlainCluster, env, log, write_json
+
+VICTIM, SURVIVOR, UNSHARED = "127.0.0.2", "127.0.0.4", "127.0.0.5"
+EPOCHS = 4
+
+
+def storage_phase(cluster: PlainCluster, shared: Path) -> dict:
+    """A: a node that sees another filesystem at the storage path must be named, then removed."""
+    import ray
+    from orchestrator.cluster import ClusterError, check_storage_shared
+    cluster.add_worker(UNSHARED, 6900, num_cpus=0, hide=shared)
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
+    try:
+        check_storage_shared(str(shared / "ray_results"), timeout_s=60)
+        error = None
+    except ClusterError as err:
+        error = str(err)
+    finally:
+        ray.shutdown()
+    cluster.kill_node(UNSHARED)
+    cluster.wait_dead(UNSHARED, timeout=60)
+    return {"storage_error": error}
+
+
+def results(experiment: Path) -> dict[str, list[dict]]:
+    """trial dir -> its result rows (epoch, node_ip, test_acc) as Tune persisted them."""
+    out = {}
+    for path in sorted(experiment.glob("*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[path.parent.name] = [{"epoch": r.get("epoch"), "node_ip": r.get("node_ip"),
+                                  "test_acc": r.get("test_acc")} for r in rows]
+    return out
+
+
+def first_checkpointed_victim(experiment: Path) -> str | None:
+    """A trial that reported (and checkpointed) an epoch on the victim and is not done yet."""
+    for trial, rows in results(experiment).items():
+        if rows and rows[-1]["node_ip"] == VICTIM and rows[-1]["test_acc"] is None:
+            return trial
+    return None
+
+
+def node_loss_phase(cluster: PlainCluster, shared: Path, timeout: float) -> dict:
+    """B: the smoke sweep survives losing a worker mid-trial."""
+    sweep = [str(VENV_BIN / "python"), "-m", "orchestrator.sweep", "--space", "smoke",
+             "--address", cluster.address, "--storage", str(shared / "ray_results"),
+             "--tracking-uri", f"sqlite:///{shared / 'mlflow.db'}", "--cache-dir", str(shared / "prepared"),
+             "--epochs", str(EPOCHS), "--scheduler", "fifo", "--no-retune", "--max-failures", "2"]
+    experiment = shared / "ray_results" / "sweep-smoke"
+    seen: dict = {}
+    with open(shared / "sweep.log", "w") as logfile:
+        proc = subprocess.Popen(sweep, cwd=shared, env=env(), stdout=logfile, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        try:
+            while (victim := first_checkpointed_victim(experiment)) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("no trial checkpointed on the victim node before the sweep ended")
+                time.sleep(0.5)
+            seen["victim_trial"], seen["rows_before_kill"] = victim, results(experiment)
+            cluster.kill_node(VICTIM)
+            log(f"killed node {VICTIM} while {victim} was running on it")
+            seen["sweep_rc"] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    seen["sweep_log"] = (shared / "sweep.log").read_text()[-6000:]
+    seen["rows"] = results(experiment)
+    seen["mlflow_trial_runs"] = mlflow_trial_runs(shared / "mlflow.db")
+    return seen
+
+
+def mlflow_trial_runs(db: Path) -> list[dict]:
+    """Every child (trial) run of the sweep with its trial id, status and val_acc steps."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("sweep-smoke")
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'trial'", max_results=1000)
+    return [{"trial_id": r.data.tags.get("sweep.trial_id"), "status": r.data.tags.get("status"),
+             "val_acc_steps": sorted(m.step for m in client.get_metric_history(r.info.run_id, "val_acc"))}
+            for r in runs]
+
+
+def main(workdir: Path, out: Path) -> None:
+    shared = workdir / "shared"  # one host: a directory every node can reach
+    shared.mkdir(parents=True, exist_ok=True)
+    cluster = PlainCluster()
+    seen: dict = {}
+    try:
+        started = time.monotonic()
+        cluster.start_head(num_cpus=0)  # the driver's node; trials run on the workers
+        cluster.add_worker(VICTIM, 6700)
+        cluster.add_worker(SURVIVOR, 6800)
+        seen["start_s"] = round(time.monotonic() - started, 1)
+        seen.update(storage_phase(cluster, shared))
+        started = time.monotonic()
+        seen.update(node_loss_phase(cluster, shared, timeout=240))
+        seen["sweep_s"] = round(time.monotonic() - started, 1)
+    finally:
+        cluster.stop()
+        write_json(out, seen)
+        log(f"flow done: {json.dumps({k: v for k, v in seen.items() if k.endswith('_s')})}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
