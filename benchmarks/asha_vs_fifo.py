@@ -4,10 +4,12 @@ Runs the space twice as real CLI sweeps (offline stand-ins, --no-retune so both 
 the grid): --scheduler asha and --scheduler fifo. Reports
   epochs_ratio   = total trial-epochs under FIFO / under ASHA (target >= 3),
   wall_ratio     = FIFO sweep wall / ASHA sweep wall,
-  same_best      = per (benchmark, LLM) group, whether both pick the same best cell (by best
-                   validation accuracy, the paper's model selection).
+  same_best      = per (benchmark, LLM) group, whether ASHA's best cell (by best validation
+                   accuracy, the paper's model selection) is one of FIFO's best cells -- small
+                   validation sets give ties, so FIFO may have several equally best cells.
 
     python -m benchmarks.asha_vs_fifo [--space full_grid] [--max-concurrent 2]
+                                      [--workdir DIR [--reuse]]   (--reuse: analyse DIR's runs)
 Ends with one JSON line: ratios first.
 """
 from __future__ import annotations
@@ -15,24 +17,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.sweep_overhead import run_sweep
+from benchmarks.sweep_overhead import run_sweep, trial_records
 
 
 def cell(config: dict[str, Any]) -> str:
     return f"{config['method']}/{config['sublayer']}|r{config['rank']}"
 
 
-def best_per_group(trials: list[dict[str, Any]]) -> dict[str, tuple[str, float]]:
-    best: dict[str, tuple[str, float]] = {}
+def best_per_group(trials: list[dict[str, Any]]) -> dict[str, tuple[list[str], float]]:
+    """Per group: every cell tied at the best validation accuracy, and that accuracy."""
+    best: dict[str, tuple[list[str], float]] = {}
     for t in trials:
         group = f"{t['config']['benchmark']}|{t['config']['llm']}"
-        if group not in best or t["best_val_acc"] > best[group][1]:
-            best[group] = (cell(t["config"]), t["best_val_acc"])
+        acc = t["best_val_acc"]
+        if group not in best or acc > best[group][1]:
+            best[group] = ([cell(t["config"])], acc)
+        elif acc == best[group][1]:
+            best[group][0].append(cell(t["config"]))
     return best
+
+
+def load_or_run(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    if args.reuse:
+        run = {"trials": trial_records(root / kind / "rr")}
+        run["sweep_wall_s"] = float(re.search(r"wall time (\d+) s",
+                                              (root / kind / "stdout.txt").read_text()).group(1))
+        return run
+    return run_sweep(args.space, root / kind, "--scheduler", kind, "--no-retune",
+                     "--max-concurrent", str(args.max_concurrent))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,17 +57,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--space", default="full_grid")
     parser.add_argument("--max-concurrent", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", help="keep the runs here (default: a temp dir)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="analyse the runs already in --workdir instead of running them")
     args = parser.parse_args(argv)
+    if args.reuse and not args.workdir:
+        parser.error("--reuse needs --workdir")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="asha_vs_fifo_"))
-    runs = {kind: run_sweep(args.space, root / kind, "--scheduler", kind, "--no-retune",
-                            "--max-concurrent", str(args.max_concurrent))
-            for kind in ("asha", "fifo")}
+    runs = {kind: load_or_run(kind, args, root) for kind in ("asha", "fifo")}
     epochs = {k: sum(t["epochs"] for t in r["trials"]) for k, r in runs.items()}
     best = {k: best_per_group(r["trials"]) for k, r in runs.items()}
-    same = {g: best["asha"][g][0] == best["fifo"][g][0] for g in best["fifo"]}
+    # ASHA's pick: its first best cell; "same" if FIFO ranks that cell best too (ties allowed).
+    same = {g: best["asha"][g][0][0] in best["fifo"][g][0] for g in best["fifo"]}
     for g in sorted(best["fifo"]):
-        print(f"{g}: FIFO best {best['fifo'][g][0]} ({100 * best['fifo'][g][1]:.1f}), ASHA best "
-              f"{best['asha'][g][0]} ({100 * best['asha'][g][1]:.1f}) -> same: {same[g]}")
+        print(f"{g}: FIFO best {', '.join(best['fifo'][g][0])} ({100 * best['fifo'][g][1]:.1f}); "
+              f"ASHA best {', '.join(best['asha'][g][0])} ({100 * best['asha'][g][1]:.1f}) "
+              f"-> same: {same[g]}")
     print(f"trial-epochs: FIFO {epochs['fifo']}, ASHA {epochs['asha']}; sweep wall: FIFO "
           f"{runs['fifo']['sweep_wall_s']:.0f} s, ASHA {runs['asha']['sweep_wall_s']:.0f} s")
     print(json.dumps({
