@@ -114,6 +114,13 @@ class Sshd:
         self.client_key = self.workdir / "id_ed25519"
 
     def start(self, timeout: float = 20) -> "Sshd":
+        for a in self.addresses:
+            try:
+                with socket.create_connection((a, self.port), timeout=2):
+                    raise RuntimeError(f"{a}:{self.port} is already taken (a system sshd on "
+                                       f"0.0.0.0:{self.port}?); the test needs it for its own sshd")
+            except OSError:
+                pass
         self.workdir.mkdir(parents=True, exist_ok=True)
         host_key = self.workdir / "ssh_host_ed25519_key"
         for key in (host_key, self.client_key):
