@@ -3,8 +3,9 @@ prompt; the lowest wins (the paper's evaluation).
 
 Why prefix sharing: a problem has 2-5 candidates that share the image and the prompt. The
 batched scorer runs the vision encoder, Q-Former and projection once per problem, and
-- T5: the LLM encoder once per problem; its output is repeated for that problem's candidates
-  and the decoder scores all candidates of a batch of problems in one call;
+- T5: the LLM encoder once per problem, and the decoder's cross-attention keys/values projected
+  once per problem and repeated for that problem's candidates; the decoder scores all
+  candidates of a batch of problems in one call;
 - LLaMA: the image+prompt prefix once per problem (left-padded across problems, with explicit
   position ids so padding changes nothing), keeping its KV cache; the cache is repeated per
   candidate and all candidates are scored in one call from it. The first candidate token is
@@ -20,6 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from trainables.batching import (
@@ -78,8 +80,24 @@ def _score_t5(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: to
     dec_in, dec_mask = pad_right([(spec.pad_id,) + c[:-1] for c in cands], spec.pad_id)
     labels, _ = pad_right(cands, IGNORE)
     out = lm(encoder_outputs=BaseModelOutput(last_hidden_state=encoded[owner]), attention_mask=mask[owner],
-             decoder_input_ids=dec_in.to(device), decoder_attention_mask=dec_mask.to(device), use_cache=False)
+             decoder_input_ids=dec_in.to(device), decoder_attention_mask=dec_mask.to(device), use_cache=True,
+             **{_cache_kwarg(lm): _shared_cross_attention(lm, encoded, owner)})
     return token_nll(out.logits, labels.to(device))
+
+
+def _shared_cross_attention(lm: nn.Module, encoded: torch.Tensor, owner: torch.Tensor) -> EncoderDecoderCache:
+    """Decoder cross-attention keys/values projected once per problem, then repeated per candidate
+    (T5 reuses a cross-attention cache marked as updated instead of projecting the encoder output)."""
+    cross = DynamicCache()
+    cache = EncoderDecoderCache(DynamicCache(), cross)
+    for i, block in enumerate(lm.get_decoder().block):
+        attn = block.layer[1].EncDecAttention
+        shape = (*encoded.shape[:-1], -1, attn.key_value_proj_dim)
+        keys = attn.k(encoded).view(shape).transpose(1, 2)[owner]
+        values = attn.v(encoded).view(shape).transpose(1, 2)[owner]
+        cross.update(keys, values, i)
+        cache.is_updated[i] = True
+    return cache
 
 
 def _score_llama(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,

@@ -65,6 +65,10 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
     encoder = m.language_model.get_encoder() if bundle.family == "t5" else m.language_model
     hooks.append(encoder.register_forward_hook(
         lambda mod, a, kw, out: seen["llm"].append(kw.get("inputs_embeds")), with_kwargs=True))
+    if bundle.family == "t5":  # cross-attention keys are projected per problem, not per candidate
+        seen["cross_k"] = []
+        key_proj = m.language_model.get_decoder().block[0].layer[1].EncDecAttention.k
+        hooks.append(key_proj.register_forward_hook(lambda mod, a, out: seen["cross_k"].append(a[0].shape[0])))
     try:
         score_candidates(model, problems, torch.randn(4, 3, 32, 32), TokenSpec.from_bundle(bundle), FP32)
     finally:
@@ -73,6 +77,7 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
     assert seen["vision"] == [4]  # one vision + Q-Former pass for the 4 problems
     prefix_passes = [e for e in seen["llm"] if e is not None]
     assert len(prefix_passes) == 1 and prefix_passes[0].shape[0] == 4  # prefix once per problem
+    assert seen.get("cross_k", [4]) == [4]
 
 
 def test_accuracy_and_lowest_nll_wins(lora_bundle):
