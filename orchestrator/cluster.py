@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -135,6 +136,35 @@ def check_storage_shared(storage: str, timeout_s: float = STORAGE_TIMEOUT_S) -> 
             + "\n  ".join(bad) + "\nCheckpoints written there would die with their node. Use a "
             "path every node mounts at the same place (NFS) or a cloud URI such as "
             "s3://bucket/path that every node can write. Nothing was trained.")
+
+
+def wait_for_gpus(gpus_per_trial: float, timeout_s: float = 900.0, poll_s: float = 5.0) -> float:
+    """GPU workers of an autoscaling cluster (cluster.yaml: min_workers 0) start only when
+    something asks for GPUs, so "the cluster has 0 GPUs" at sweep start is normal there. Ask the
+    autoscaler for one trial's GPUs (request_resources) and wait until they have joined; raise
+    ClusterError after timeout_s instead of letting trials pend forever. Returns the GPU count.
+    Call after ray.init."""
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_trial <= 0 or have >= gpus_per_trial:
+        return have
+    deadline = time.monotonic() + timeout_s
+    request_resources(bundles=[{"GPU": gpus_per_trial}])
+    try:
+        while have < gpus_per_trial:
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"--gpus-per-trial {gpus_per_trial:g}, but no GPU joined the Ray cluster within "
+                    f"{timeout_s:g}s of asking the autoscaler for one (it has {have:g}). Check "
+                    f"`ray status` and the autoscaler log (`ray monitor cluster.yaml`): GPU quota, "
+                    f"spot capacity, instance types. Nothing was trained.")
+            time.sleep(poll_s)
+            have = ray.cluster_resources().get("GPU", 0)
+    finally:
+        request_resources(bundles=[])  # the trials' own demand keeps the workers from here on
+    return have
 
 
 def check_cluster_config(path: str) -> dict:

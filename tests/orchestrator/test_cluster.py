@@ -62,3 +62,18 @@ def test_listening_address_and_local_ray_pass(monkeypatch) -> None:
         server.bind(("127.0.0.9", 0))
         server.listen(1)
         check_address(f"127.0.0.9:{server.getsockname()[1]}", timeout_s=2)
+
+
+@pytest.mark.integration
+def test_waiting_for_gpus_that_never_come_is_a_clear_error_in_bounded_time() -> None:
+    import ray
+    from orchestrator.cluster import wait_for_gpus
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        assert wait_for_gpus(0) == 0  # CPU-only sweeps never wait
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match=r"--gpus-per-trial 1, but no GPU joined the Ray cluster within 2s"):
+            wait_for_gpus(1, timeout_s=2, poll_s=0.5)
+        assert time.monotonic() - started < 10
+    finally:
+        ray.shutdown()
