@@ -15,7 +15,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 from trainables.vocab import METHOD_SUBLAYERS
 
 # One colour and marker per Table 1 row method (method/sublayer), stable across figures.
-ROW_METHODS: tuple[str, ...] = tuple(f"{m}/{s}" for m, subs in METHOD_SUBLAYERS.items() for s in subs)
+ROW_METHODS: tuple[str, ...] = tuple(f"{m}/{s}" for m, subs in METHOD_SUBLAYERS.items()
+                                     for s in subs)
 _COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
             "tab:pink", "tab:olive", "tab:cyan")
 _MARKERS = ("s", "o", "^", "D", "v", "<", ">", "P", "X", "*")
@@ -84,7 +85,8 @@ def accuracy_vs_fraction(points: Sequence[Point]) -> Figure:
     for ax, group in zip(axes, groups):
         mine = [p for p in points if p.group == group]
         for name in ROW_METHODS:
-            for from_val, superseded in ((False, False), (True, False), (False, True), (True, True)):
+            for from_val, superseded in ((False, False), (True, False), (False, True),
+                                         (True, True)):
                 sel = [p for p in mine if p.row_method == name and p.from_val == from_val
                        and p.superseded == superseded]
                 if sel:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+import ray
 from ray.tune import Callback
 
 from trainables.config import TrialConfig
@@ -170,8 +171,6 @@ class TrialRunLogger(Callback):
 
     def _tag_cluster(self) -> None:
         """Record the Ray cluster the sweep runs on (tags: they may change when resumed)."""
-        import ray
-
         if not ray.is_initialized():
             return
         res = ray.cluster_resources()
@@ -190,8 +189,9 @@ class TrialRunLogger(Callback):
         cell = cell_id(config)
         found = self._existing.get((trial.trial_id, cell))
         if found is not None:
-            run = _TrialRun(found.info.run_id, cell,
-                            last_epoch=int(found.data.metrics.get("epoch", -1)))
+            metrics = found.data.metrics
+            run = _TrialRun(found.info.run_id, cell, last_epoch=int(metrics.get("epoch", -1)),
+                            diverged=bool(metrics.get("diverged", 0)))
             self.client.update_run(run.run_id, status="RUNNING")
             self.client.set_tag(run.run_id, TAG_STATUS, "running")
         else:

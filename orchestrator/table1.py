@@ -20,8 +20,9 @@ from trainables.vocab import BENCHMARKS, PRESETS
 MARK_RETUNED = "*"
 MARK_STOPPED = "†"
 MARK_DIVERGED = "‡"
-LEGEND = (f"Marks: \\{MARK_RETUNED} retuned with a smaller learning rate; {MARK_STOPPED} stopped early by "
-          f"the scheduler: best validation accuracy, no test score; {MARK_DIVERGED} diverged. "
+LEGEND = (f"Marks: \\{MARK_RETUNED} retuned with a smaller learning rate; {MARK_STOPPED} "
+          f"stopped early by the scheduler: best validation accuracy, no test score; "
+          f"{MARK_DIVERGED} diverged. "
           f"Bold: best of the row per benchmark. Test accuracy in %.")
 
 
@@ -53,7 +54,8 @@ class Cell:
 
     def text(self) -> str:
         """Value and marks for markdown (the star escaped so it is not read as emphasis)."""
-        marks = ("\\" + MARK_RETUNED if self.retuned else "") + (MARK_STOPPED if self.from_val else "") \
+        marks = ("\\" + MARK_RETUNED if self.retuned else "") \
+            + (MARK_STOPPED if self.from_val else "") \
             + (MARK_DIVERGED if self.status == "diverged" else "")
         return f"{self.value:.2f}{marks}"
 

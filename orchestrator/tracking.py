@@ -58,14 +58,16 @@ def check_reachable(uri: str) -> None:
     an authenticated read; for a sqlite store, check the database's directory is writable."""
     if uri.startswith(("http://", "https://")):
         try:
-            response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search",
-                                    "POST", json={"max_results": 1}, max_retries=0,
+            response = http_request(get_default_host_creds(uri),
+                                    "/api/2.0/mlflow/experiments/search", "POST",
+                                    json={"max_results": 1}, max_retries=0,
                                     timeout=REACH_TIMEOUT_S, raise_on_status=False)
         except Exception as exc:  # connection refused, DNS, timeout: all mean "unreachable"
             raise TrackingError(f"MLflow tracking server {uri} is unreachable ({exc}); start it or "
                                 f"pass another --tracking-uri. Nothing was trained.") from exc
         if response.status_code != 200:
-            raise TrackingError(f"MLflow tracking server {uri} answered HTTP {response.status_code} "
+            raise TrackingError(f"MLflow tracking server {uri} answered HTTP "
+                                f"{response.status_code} "
                                 f"({response.text[:200]!r}); check the URI and credentials "
                                 f"(MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN). Nothing was trained.")
     elif uri.startswith("sqlite:///"):
@@ -159,12 +161,14 @@ class SweepTracker:
             return self.client.create_experiment(self.experiment_name, _artifact_location(
                 self.tracking_uri, self.experiment_name), tags=tags)
         if exp.lifecycle_stage != "active":
-            raise TrackingError(f"MLflow experiment {self.experiment_name!r} at {self.tracking_uri} "
+            raise TrackingError(f"MLflow experiment {self.experiment_name!r} at "
+                                f"{self.tracking_uri} "
                                 f"is deleted; restore it (mlflow experiments restore) or choose "
                                 f"another sweep name.")
         used = exp.tags.get(TAG_SPACE)
         if used not in (None, self.space_name) and not self.resume:
-            raise TrackingError(f"MLflow experiment {self.experiment_name!r} at {self.tracking_uri} "
+            raise TrackingError(f"MLflow experiment {self.experiment_name!r} at "
+                                f"{self.tracking_uri} "
                                 f"already holds sweep space {used!r}, not {self.space_name!r}; "
                                 f"choose another sweep name or resume that sweep.")
         if used is None:

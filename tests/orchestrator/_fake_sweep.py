@@ -77,7 +77,8 @@ def run_fake_sweep(configs: list[dict[str, Any]], callback: tune.Callback,
     keys = sorted({k for c in configs for k in c})
     space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(configs))))}
     for key in keys:
-        space[key] = tune.sample_from(lambda config, key=key: configs[config["trial_index"]].get(key))
+        space[key] = tune.sample_from(
+            lambda config, key=key: configs[config["trial_index"]].get(key))
     tuner = tune.Tuner(
         make_trainable(),
         param_space=space,

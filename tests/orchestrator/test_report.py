@@ -41,7 +41,8 @@ class Sweep:
         run_id = self.client.create_run(self.exp, run_name=cell, tags=tags).info.run_id
         params = dict(method=method, sublayer=sublayer, rank=rank, llm=LLM, benchmark=benchmark)
         metrics = [Metric("val_acc", best_val - 0.1 + 0.05 * e, 0, e) for e in (1, 2)]
-        finals = {"best_val_acc": best_val, "trainable_fraction": fraction, "retuned": bool(retune_of)}
+        finals = {"best_val_acc": best_val, "trainable_fraction": fraction,
+                  "retuned": bool(retune_of)}
         if test is not None:
             finals["test_acc"] = test
         metrics += [Metric(k, float(v), 0, 2) for k, v in finals.items()]
@@ -90,7 +91,8 @@ def test_table1_numbers_equal_the_runs_metrics(sweep, tmp_path):
     assert table["llm_lora/all"][f"{BENCH} r1"] == "59.12"
     assert table["llm_lora/all"][f"{BENCH} r2"] == "65.43"
     assert table["qformer_lora/ffn"][f"{BENCH} r1"] == "55.00"  # stopped: best val acc
-    assert table["qformer_lora/ffn"][f"{BENCH} r2"] == "56.11"  # the retune replaced the diverged run
+    # the retune replaced the diverged run
+    assert table["qformer_lora/ffn"][f"{BENCH} r2"] == "56.11"
     md = files.table_md.read_text()
     assert "| llm_lora/all | tiny-t5 |  | 59.12 | **65.43** |" in md  # best of the row bold
     assert "55.00†" in md and "56.11\\*" in md and "10.00" not in md

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.mlflow_runs import resolve_config, result_metrics
 from orchestrator.tracking import SweepTracker, TrackingError, resolve_tracking_uri
+from trainables.defaults import default_lr, recipe_for
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,8 @@ def test_parent_run_records_the_sweep_and_resume_reuses_it(tmp_path):
     # the experiment stores the sweep's runs-table view (opened by the README's UI link)
     exp = t.client.get_experiment(t.experiment_id)
     view = json.loads(exp.tags["mlflow.sharedViewState.sweep"])
-    assert parent in view["searchFilter"] and "metrics.`trainable_fraction`" in view["selectedColumns"]
+    assert parent in view["searchFilter"]
+    assert "metrics.`trainable_fraction`" in view["selectedColumns"]
     t.finish("KILLED")
     again = tracker(tmp_path, resume=True)
     again.preflight()
@@ -137,7 +139,9 @@ def test_only_meaningful_values_become_metrics():
 def test_logged_config_is_resolved_from_the_recipe():
     cfg = resolve_config({"method": "qformer_lora", "sublayer": "ffn", "rank": 2, "llm": "tiny-t5",
                           "benchmark": "synth-iconqa", "lr": None, "epochs": None})
-    assert cfg["lr"] == 5e-3 and cfg["epochs"] == 8 and cfg["batch_size"] == 16
+    recipe = recipe_for("tiny-t5")
+    assert cfg["lr"] == default_lr("qformer_lora", "tiny-t5")
+    assert (cfg["epochs"], cfg["batch_size"]) == (recipe.epochs, recipe.batch_size)
     assert cfg["seed"] == 0 and cfg["retune_of"] is None
 
 
@@ -167,9 +171,12 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     runs = {r.info.run_name: r for r in children(t.client, t)}
     assert len(runs) == 4
     full = runs["synth-scienceqa|tiny-t5|llm_lora/all|r2"]
+    recipe = recipe_for("tiny-t5")
     assert full.data.params == {"method": "llm_lora", "sublayer": "all", "rank": "2",
-                                "llm": "tiny-t5", "benchmark": "synth-scienceqa", "lr": "0.001",
-                                "epochs": "4", "batch_size": "16", "grad_accum": "1", "seed": "0"}
+                                "llm": "tiny-t5", "benchmark": "synth-scienceqa",
+                                "lr": str(default_lr("llm_lora", "tiny-t5")), "epochs": "4",
+                                "batch_size": str(recipe.batch_size),
+                                "grad_accum": str(recipe.grad_accum), "seed": "0"}
     m = full.data.metrics
     assert m["test_acc"] == pytest.approx(expected_val_acc(configs[1], 4) - 0.01)
     assert m["trainable_fraction"] == pytest.approx(0.0102) and m["lora_params"] == 20
@@ -178,7 +185,8 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     history = t.client.get_metric_history(full.info.run_id, "val_acc")
     assert [h.step for h in history] == [1, 2, 3, 4]
     assert full.data.tags["status"] == "finished" and full.info.status == "FINISHED"
-    assert {a.path for a in t.client.list_artifacts(full.info.run_id)} == {"checkpoint", "config.json"}
+    artifacts = {a.path for a in t.client.list_artifacts(full.info.run_id)}
+    assert artifacts == {"checkpoint", "config.json"}
     stopped = runs["synth-scienceqa|tiny-t5|qformer_lora/ffn|r4"]
     assert stopped.data.tags["status"] == "stopped" and "test_acc" not in stopped.data.metrics
     assert stopped.data.metrics["stopped_at_epoch"] == 2
