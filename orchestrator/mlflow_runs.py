@@ -34,8 +34,10 @@ TAG_RETUNE_OF = "retune_of"
 TAG_REPLACED_BY = "replaced_by"
 
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
-EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "lr", "samples_per_s", "epoch_time_s")
-FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline")
+EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "lr", "samples_per_s", "epoch_time_s",
+                 "checkpoint_mb")
+FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline",
+                 "qformer_trainable_fraction", "lora_params_qformer", "lora_params_llm")
 FINAL_METRICS = ("test_acc", "best_epoch")
 PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
               "grad_accum", "seed")

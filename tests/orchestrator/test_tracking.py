@@ -126,6 +126,7 @@ def test_only_meaningful_values_become_metrics():
               "samples_per_s": 10.0, "epoch_time_s": 2.0, "diverged": False,
               "trainable_params": 5, "total_params": 50, "trainable_fraction": 0.1,
               "fraction_of_baseline": 0.5, "lora_params": {"qformer": 3, "llm": 2},
+              "qformer_trainable_fraction": 0.02, "checkpoint_mb": 1.5,
               "test_acc": None, "pid": 123, "hostname": "node", "config": {"lr": 1e-3},
               "training_iteration": 1, "time_total_s": 3.0, "trial_id": "abc", "done": False}
     metrics = result_metrics(result)
@@ -133,7 +134,10 @@ def test_only_meaningful_values_become_metrics():
                        "samples_per_s": 10.0, "epoch_time_s": 2.0, "diverged": 0.0,
                        "trainable_params": 5, "total_params": 50, "trainable_fraction": 0.1,
                        "fraction_of_baseline": 0.5, "lora_params": 5, "lora_params_qformer": 3,
-                       "lora_params_llm": 2}
+                       "lora_params_llm": 2, "qformer_trainable_fraction": 0.02,
+                       "checkpoint_mb": 1.5}
+    flat = {"lora_params": 5, "lora_params_qformer": 3, "lora_params_llm": 2}  # ARCHITECTURE.md
+    assert result_metrics(flat) == flat
 
 
 def test_logged_config_is_resolved_from_the_recipe():
