@@ -75,7 +75,7 @@ def mlflow_server(workdir: Path, startup_timeout_s: float = 180) -> Iterator[str
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group this function started, nothing else
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
