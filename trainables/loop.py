@@ -144,7 +144,10 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
     state, best = _fresh_state(), trainable_state(trial.model)
     if resume_from is not None:
         state, best = load_checkpoint(Path(resume_from), trial.model, optimizer)
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = dict(state.get("final_metrics") or {})
+    if metrics:  # restored from a finished trial's last checkpoint: nothing left to train
+        report(metrics, None)
+        return metrics
     for epoch in range(state["epoch"], cfg.epochs):
         metrics, stop = _run_epoch(trial, optimizer, epoch, state)
         if epoch == 0 and resume_from is None:
@@ -158,6 +161,7 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
         if stop or epoch + 1 == cfg.epochs:
             load_trainable_state(trial.model, best)
             metrics.update(test_acc=evaluate(trial, "test")[0], best_epoch=state["best_epoch"], done=True)
+            state["final_metrics"] = dict(metrics)
         with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as tmp:
             size = save_checkpoint(Path(tmp), trial.model, last=last, best=best, optimizer=optimizer,
                                    loop_state=state, config=cfg.to_dict())

@@ -6,7 +6,7 @@ import pytest
 from trainables.config import TrialConfig
 from trainables.loop import run_trial, should_stop
 
-TIMING = ("samples_per_s", "epoch_time_s")
+TIMING = ("samples_per_s", "epoch_time_s", "checkpoint_mb")  # wall-clock and file bookkeeping
 
 
 def _cfg(tmp_path_factory, **over):
@@ -97,3 +97,12 @@ def test_tiny_model_learns_clearly_above_chance(larger_synth, method):
     final = run_trial(cfg, report=_collect(reports), trial=trial)
     assert reports[-1]["train_loss"] < 0.6 * reports[0]["train_loss"]
     assert final["test_acc"] > chance + 0.15, (final["test_acc"], chance)
+
+
+def test_restoring_a_finished_trial_repeats_its_final_report_without_training(tmp_path_factory):
+    cfg = _cfg(tmp_path_factory, epochs=2, seed=11)
+    keep, reports = tmp_path_factory.mktemp("finished"), []
+    run_trial(cfg, report=_collect(reports, keep=keep))
+    again = []
+    final = run_trial(cfg, report=_collect(again), resume_from=keep / "epoch-2")
+    assert len(again) == 1 and final["done"] and final["test_acc"] == reports[-1]["test_acc"]
