@@ -106,3 +106,14 @@ def test_restoring_a_finished_trial_repeats_its_final_report_without_training(tm
     again = []
     final = run_trial(cfg, report=_collect(again), resume_from=keep / "epoch-2")
     assert len(again) == 1 and final["done"] and final["test_acc"] == reports[-1]["test_acc"]
+
+
+def test_run_cli_runs_the_same_trial_without_ray(tmp_path, capsys):
+    from trainables.run import main
+
+    final = main(["--method", "qformer_lora", "--sublayer", "all", "--rank", "4", "--llm", "tiny-t5",
+                  "--benchmark", "synth-iconqa", "--epochs", "1", "--max-train-examples", "16",
+                  "--max-eval-examples", "8", "--augment", "false", "--cache-dir", str(tmp_path / "prep"),
+                  "--out", str(tmp_path / "out")])
+    assert final["done"] and (tmp_path / "out" / "epoch-001" / "meta.json").is_file()
+    assert '"cell_id": "synth-iconqa|tiny-t5|qformer_lora/all|r4"' in capsys.readouterr().out
