@@ -11,6 +11,7 @@ Without namespaces the flow runs directly and owns the machine's Ray (CI runs te
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,6 +64,23 @@ def isolated_command(argv: list[str], private_tmp_ray: Path) -> list[str]:
     script = f'mount --bind "{private_tmp_ray}" /tmp/ray && exec "$@"'
     return ["unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private",
             "bash", "-c", script, "isolated", *argv]
+
+
+def run_flow(flow: Path, workdir: Path, out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run a flow script (isolated when possible) with a hard timeout. Without namespaces the
+    kernel reaps nothing for us, so afterwards stop every Ray process and the flow's sshd."""
+    argv = [sys.executable, str(flow), str(workdir), str(out), *args]
+    isolated = can_isolate()
+    try:
+        return subprocess.run(isolated_command(argv, workdir.parent / "tmp_ray") if isolated else argv,
+                              cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    finally:
+        if not isolated:
+            subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], env=env(), capture_output=True, timeout=120)
+            pidfile = workdir / "ssh" / "sshd.pid"
+            if pidfile.exists():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
 
 
 def run(argv: list[str], timeout: float, check: bool = True, **kw) -> subprocess.CompletedProcess:

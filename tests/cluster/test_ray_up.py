@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from loopback import REPO, env, isolated_command, missing_tools
+from loopback import missing_tools, run_flow
 
 FLOW = Path(__file__).with_name("flow_ray_up.py")
 TIMEOUT_S = 420
@@ -29,9 +27,7 @@ def test_ray_up_cluster_local_runs_the_smoke_sweep_on_both_nodes(tmp_path: Path)
     if missing := missing_tools():
         pytest.skip(f"missing {missing}: .ci/run installs openssh-server, openssh-client, rsync")
     out = tmp_path / "seen.json"
-    argv = isolated_command([sys.executable, str(FLOW), str(tmp_path / "work"), str(out)],
-                            tmp_path / "tmp_ray")
-    proc = subprocess.run(argv, cwd=REPO, env=env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = run_flow(FLOW, tmp_path / "work", out, timeout=TIMEOUT_S)
     assert proc.returncode == 0 and out.exists(), f"flow failed:\n{proc.stderr[-8000:]}"
     seen = json.loads(out.read_text())
 
