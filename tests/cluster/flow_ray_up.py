@@ -11,8 +11,10 @@ import json
 import os
 import pwd
 import shlex
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,10 +105,18 @@ def login_bashrc() -> tuple[Path, bytes | None]:
     return path, path.read_bytes() if path.exists() else None
 
 
+def launcher_debris() -> set[Path]:
+    """What the launcher leaves on the machines: its config cache and SSH control sockets (in
+    the system temp dir) and the head's bootstrap key + config (in the SSH user's home)."""
+    tmp, home = Path(tempfile.gettempdir()), Path(pwd.getpwuid(os.getuid()).pw_dir)
+    return {*tmp.glob("ray-config-*"), *tmp.glob("ray_ssh_*"), *home.glob("ray_bootstrap_*")}
+
+
 def main(workdir: Path, out: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     seen: dict = {}
     bashrc, bashrc_before = login_bashrc()
+    debris_before = launcher_debris()
     sshd = Sshd(workdir / "ssh", [HEAD, WORKER]).start()
     config = render_config(workdir, sshd.client_key)
     try:
@@ -127,6 +137,8 @@ def main(workdir: Path, out: Path) -> None:
         seen["down_rc"] = down.returncode
         seen["head_port_open_after_down"] = port_open(HEAD, 6390)
         sshd.stop()
+        for path in launcher_debris() - debris_before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         if bashrc_before is None:
             bashrc.unlink(missing_ok=True)
         else:

@@ -56,13 +56,13 @@ def can_isolate() -> bool:
 
 
 def isolated_command(argv: list[str], private_tmp_ray: Path) -> list[str]:
-    """argv wrapped in fresh PID + mount namespaces with a private /tmp/ray, when possible."""
-    if not can_isolate():
-        return argv
+    """argv wrapped in fresh PID + mount namespaces with a private /tmp/ray (see can_isolate).
+    --kill-child: if the timeout kills `unshare`, the namespace's first process dies, and the
+    kernel kills every other process in it."""
     private_tmp_ray.mkdir(parents=True, exist_ok=True)
     Path("/tmp/ray").mkdir(exist_ok=True)  # the mount point; Ray creates it anyway
     script = f'mount --bind "{private_tmp_ray}" /tmp/ray && exec "$@"'
-    return ["unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private",
             "bash", "-c", script, "isolated", *argv]
 
 
