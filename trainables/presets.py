@@ -199,13 +199,14 @@ def build_model(preset: str, *, model_path: str | None = None, device: str | tor
         # queries stay identical under training, so draw them like LAVIS does: N(0, 0.02).
         with torch.no_grad():
             model.query_tokens.normal_(0.0, model.config.qformer_config.initializer_range)
-        if family == "t5":
-            # T5 initialises an untied LM head with std 1.0 (real checkpoints are trained, so it
-            # never matters there); at toy size that gives a start loss of ~30-130 nats and
-            # stalls learning. Scale it like a tied head instead: std d_model**-0.5.
-            head = model.language_model.lm_head.weight
-            with torch.no_grad():
-                head.normal_(0.0, head.shape[1] ** -0.5)
+        # The LM head is frozen in every Table-1 row, so its random init decides how far the
+        # toy can move its logits. T5 draws an untied head with std 1.0 (start loss ~30-130
+        # nats, stalls learning); LLaMA's 0.02 keeps logits near zero (loss pinned at ln V).
+        # Both get the scale of a tied head instead: std d_model**-0.5. Real checkpoints are
+        # trained, so this only concerns the toys.
+        head = model.language_model.lm_head.weight
+        with torch.no_grad():
+            head.normal_(0.0, head.shape[1] ** -0.5)
     return _bundle(model.to(device=device, dtype=dtype), preset, family, qformer_tok, llm_tok)
 
 

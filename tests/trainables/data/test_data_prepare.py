@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from trainables.data.iconqa import load_iconqa
 from trainables.data.prepare import ensure_prepared, read_manifest, read_records
 from trainables.data.scienceqa import load_scienceqa
+from trainables.defaults import SYNTH_SPLIT_SIZES
 
 from conftest import ASSETS
 
@@ -51,7 +52,7 @@ def test_prepared_rows_show_what_the_model_gets(tmp_path: Path) -> None:
 def test_manifest_counts_chance_and_hash(tmp_path: Path) -> None:
     out = ensure_prepared("synth-iconqa", cache_dir=tmp_path)
     m = read_manifest(out)
-    assert m["counts"] == {"train": 160, "val": 48, "test": 48}
+    assert m["counts"] == SYNTH_SPLIT_SIZES
     rows = pq.read_table(out / "val.parquet", columns=["choices"]).to_pylist()
     assert abs(m["chance"]["val"] - sum(1 / len(r["choices"]) for r in rows) / len(rows)) < 1e-12
     assert out.name == f"synth-iconqa-{m['source_hash'][:12]}" and len(m["content_hash"]) == 64
