@@ -2,8 +2,9 @@
 
     python -m benchmarks.scoring_throughput [--presets small-t5 small-llama] [--problems 32] [--threads 1] [--rounds 3]
 
-On each preset (tens of millions of parameters, both_lora r4 applied) and the embedded
-synth-scienceqa val split, it scores the same problems three ways, side by side in one run:
+On each preset (tens of millions of parameters, both_lora r4 applied) and a benchmark
+(default synth-scienceqa; ``--benchmark sample-scienceqa`` scores the shipped real ScienceQA
+problems with their real context lengths and 2-5 options), all splits pooled, it scores the same problems three ways, side by side in one run:
 - shared: ``score_candidates``, ``eval_batch_size`` problems per call, vision/Q-Former/prompt
   computed once per problem (T5 encoder once; LLaMA prefix KV cache shared by the candidates);
 - per_problem: one problem at a time, its candidates batched as separate full forwards
@@ -39,13 +40,15 @@ def _timed(fn: Callable[[], list[ScoreResult]]) -> tuple[float, list[int]]:
     return time.perf_counter() - start, [p for r in results for p in r.predictions]
 
 
-def bench_preset(preset: str, n_problems: int, cache_dir: str, device: str, rounds: int) -> dict:
+def bench_preset(preset: str, benchmark: str, n_problems: int, cache_dir: str, device: str,
+                 rounds: int) -> dict:
     bundle = build_model(preset, seed=0, device=device)
     torch.manual_seed(0)
     model = apply_method(bundle.model, "both_lora", "all", 4, bundle.family)
-    prepared = ensure_prepared("synth-scienceqa", cache_dir=cache_dir)
-    problems = encode_examples(load_examples(prepared, "val", bundle.image_size, n_problems), bundle,
-                               recipe_for(preset).max_prompt_tokens)
+    prepared = ensure_prepared(benchmark, cache_dir=cache_dir)
+    examples = [e for split in ("train", "val", "test")
+                for e in load_examples(prepared, split, bundle.image_size)][:n_problems]
+    problems = encode_examples(examples, bundle, recipe_for(preset).max_prompt_tokens)
     transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, augment=False)
     pixels = transform(stack_images(problems), train=False).to(device)
     spec, precision = TokenSpec.from_bundle(bundle), resolve_precision("auto", device)
@@ -77,7 +80,7 @@ def bench_preset(preset: str, n_problems: int, cache_dir: str, device: str, roun
     p_shared, p_problem, p_cand = picks["shared"], picks["per_problem"], picks["per_candidate"]
     n_cand = sum(len(p.candidate_ids) for p in problems)
     params = sum(p.numel() for p in model.parameters())
-    return {"preset": preset, "params_m": round(params / 1e6, 1), "problems": len(problems),
+    return {"preset": preset, "benchmark": benchmark, "params_m": round(params / 1e6, 1), "problems": len(problems),
             "candidates": n_cand, "precision": precision.name,
             "speedup_vs_per_problem": round(t_problem / t_shared, 2),
             "speedup_vs_per_candidate": round(t_cand / t_shared, 2),
@@ -90,7 +93,9 @@ def bench_preset(preset: str, n_problems: int, cache_dir: str, device: str, roun
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scoring_throughput")
     parser.add_argument("--presets", nargs="+", default=["small-t5", "small-llama"])
-    parser.add_argument("--problems", type=int, default=32)
+    parser.add_argument("--benchmark", default="synth-scienceqa",
+                        help="embedded benchmark whose problems (all splits) are scored")
+    parser.add_argument("--problems", type=int, default=32, help="at most this many problems")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds; the fastest counts")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,12 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for preset in args.presets:
-            row = bench_preset(preset, args.problems, cache, args.device, args.rounds)
+            row = bench_preset(preset, args.benchmark, args.problems, cache, args.device, args.rounds)
             print(row, flush=True)
             rows.append(row)
     summary = {f"{r['preset']}_{k}": r[k] for r in rows for k in ("speedup_vs_per_problem", "speedup_vs_per_candidate")}
     summary.update({f"{r['preset']}_{k}": r[k] for r in rows for k in r
-                    if k not in ("preset", "speedup_vs_per_problem", "speedup_vs_per_candidate")})
+                    if k not in ("preset", "benchmark", "speedup_vs_per_problem", "speedup_vs_per_candidate")})
+    summary["benchmark"] = args.benchmark
     summary["device"] = args.device
     summary["threads"] = args.threads
     summary["rounds"] = args.rounds
