@@ -83,12 +83,16 @@ def _rank_key(items: Sequence[str], order: Sequence[str]) -> list[str]:
 def build_table1(trials: Sequence[TrialLike]) -> Table1:
     by_cell: dict[tuple[Row, Column], list[TrialLike]] = {}
     for t in trials:
-        if t.superseded or t.accuracy[0] is None:
+        if t.accuracy[0] is None:
             continue
         by_cell.setdefault(((t.row_method, t.llm), (t.benchmark, t.rank)), []).append(t)
     cells = {}
     for key, group in by_cell.items():
-        best = max(group, key=lambda t: (t.best_val_acc or 0.0, t.accuracy[0]))
+        # The paper's selection rule over the grid trial and its retunes: best validation
+        # accuracy, a diverged run losing to any that did not diverge. A retune that did not
+        # beat the original leaves the original in the table (as the sweep's summary does).
+        best = max(group, key=lambda t: (t.status != "diverged", t.best_val_acc or 0.0,
+                                         t.accuracy[0]))
         value, from_val = best.accuracy
         cells[key] = Cell(value, from_val, best.retuned, best.status, best.run_id, len(group))
     llms = _rank_key({r[1] for r, _ in cells}, PRESETS)
