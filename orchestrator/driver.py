@@ -85,14 +85,6 @@ def check_gpus(gpus_per_trial: float, address: str | None) -> None:
                              f"--address of a cluster with GPUs")
 
 
-def check_cluster_gpus(gpus_per_trial: float) -> None:
-    import ray
-    have = ray.cluster_resources().get("GPU", 0)
-    if gpus_per_trial > 0 and have < gpus_per_trial:
-        raise SweepError(f"--gpus-per-trial {gpus_per_trial} but the Ray cluster has {have:g} GPUs; "
-                         f"trials would stay pending forever")
-
-
 def prepare_data(configs: list[dict[str, Any]]) -> None:
     """Validate and prepare every benchmark of the space once, on the driver, before trials."""
     from trainables.data.prepare import ensure_prepared
@@ -121,7 +113,12 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
     if exists and not args.resume:
         raise SweepError(f"sweep {prepared.name!r} already exists under {storage}; pass --resume "
                          f"to continue it, or --name / --storage for a new one")
-    check_gpus(args.gpus_per_trial, args.address)
+    from orchestrator import cluster
+    try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
+        cluster.check_address(args.address)
+    except cluster.ClusterError as err:
+        raise SweepError(str(err)) from None
+    check_gpus(args.gpus_per_trial, cluster.resolve_address(args.address))  # Ray jobs set RAY_ADDRESS
     trainable = load_trainable(args.trainable)
     command = ["python", "-m", "orchestrator.sweep", *(argv or [])]
     tracker = SweepTracker(args.tracking_uri, prepared.name, prepared.space.name, command,
@@ -138,7 +135,11 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="warning")
     try:
-        check_cluster_gpus(args.gpus_per_trial)
+        try:  # every node must reach the storage; an autoscaling cluster starts with 0 GPUs
+            cluster.check_storage_shared(storage)
+            cluster.wait_for_gpus(args.gpus_per_trial)
+        except cluster.ClusterError as err:
+            raise SweepError(str(err)) from None
         return _run_phases(prepared, args, storage, trainable, tracker)
     finally:
         ray.shutdown()

@@ -83,6 +83,20 @@ def test_gpus_per_trial_without_a_gpu(tmp_path, capsys):
     assert "no CUDA GPU" in err
 
 
+def test_a_cluster_address_that_does_not_answer_fails_in_seconds(tmp_path, capsys):
+    import socket
+    import time
+    with socket.socket() as s:  # a bound but never listening port: connections are refused
+        s.bind(("127.0.0.9", 0))
+        port = s.getsockname()[1]
+        started = time.monotonic()
+        err = fails(["--space", "smoke", "--address", f"127.0.0.9:{port}",
+                     "--storage", str(tmp_path / "rr"),
+                     "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert time.monotonic() - started < 30
+    assert f"127.0.0.9:{port}" in err and "(--address) does not answer" in err
+
+
 def test_resume_without_a_sweep(tmp_path, capsys):
     err = fails(["--space", "smoke", "--resume", "--storage", str(tmp_path / "rr"),
                  "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
