@@ -2,7 +2,7 @@
 
 A. storage the workers cannot reach: a third worker whose view of the shared directory is an
    empty tmpfs (its own mount namespace); orchestrator.cluster.check_storage_shared must name it.
-B. node loss: the smoke sweep (the project's CLI, 4 epochs per trial) runs against the cluster;
+B. node loss: a 4-trial sweep (the project's CLI, 4 epochs per trial) runs against the cluster;
    as soon as a trial on worker 127.0.0.2 has checkpointed an epoch, that worker's raylet is
    SIGKILLed. The sweep must still finish every trial, the interrupted ones resuming from their
    last checkpoint on 127.0.0.4.
@@ -25,6 +25,14 @@ from loopback import VENV_BIN, PlainCluster, env, log, write_json
 
 VICTIM, SURVIVOR, UNSHARED = "127.0.0.2", "127.0.0.4", "127.0.0.5"
 EPOCHS = 4
+SPACE_YAML = """\
+methods: [{method: qformer_lora, sublayers: [all]}, {method: llm_lora, sublayers: [attn]}]
+ranks: [1, 2]
+llms: [flan-t5-xl]
+benchmarks: [iconqa]
+max_train_examples: 320
+max_eval_examples: 48
+"""
 
 
 def storage_phase(cluster: PlainCluster, shared: Path) -> dict:
@@ -65,7 +73,12 @@ def first_checkpointed_victim(experiment: Path) -> str | None:
 
 def node_loss_phase(cluster: PlainCluster, shared: Path, timeout: float) -> dict:
     """B: the smoke sweep survives losing a worker mid-trial."""
-    sweep = [str(VENV_BIN / "python"), "-m", "orchestrator.sweep", "--space", "smoke",
+    # The smoke space's trials (48 problems, a fraction of a second per epoch) can finish before
+    # the kill lands; the same four kinds of trial on 320 problems take seconds per epoch.
+    space = shared / "node_loss_space.yaml"
+    space.write_text(SPACE_YAML)
+    sweep = [str(VENV_BIN / "python"), "-m", "orchestrator.sweep", "--space", str(space),
+             "--name", "sweep-smoke",
              "--address", cluster.address, "--storage", str(shared / "ray_results"),
              "--tracking-uri", f"sqlite:///{shared / 'mlflow.db'}", "--cache-dir", str(shared / "prepared"),
              "--epochs", str(EPOCHS), "--scheduler", "fifo", "--no-retune", "--max-failures", "2"]
