@@ -16,8 +16,9 @@ NLL over the candidate's tokens including </s> (see trainables.batching).
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -132,19 +133,26 @@ def _cache_kwarg(lm: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
-@torch.inference_mode()
-def score_candidates(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
-                     spec: TokenSpec, precision: Precision) -> ScoreResult:
-    """Batched, prefix-shared scores of all candidates of ``problems`` (pixel_values in order)."""
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The unwrapped model in eval mode (no dropout) for scoring, restored afterwards: scoring
+    runs between training steps of the same model."""
     m = unwrap(model)
     was_training = m.training
     m.eval()
     try:
-        with precision.autocast():
-            score = _score_t5 if spec.family == "t5" else _score_llama
-            nll = score(m, problems, pixel_values, spec)
+        yield m
     finally:
         m.train(was_training)
+
+
+@torch.inference_mode()
+def score_candidates(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                     spec: TokenSpec, precision: Precision) -> ScoreResult:
+    """Batched, prefix-shared scores of all candidates of ``problems`` (pixel_values in order)."""
+    with _eval_mode(model) as m, precision.autocast():
+        score = _score_t5 if spec.family == "t5" else _score_llama
+        nll = score(m, problems, pixel_values, spec)
     return _result(nll, [len(p.candidate_ids) for p in problems])
 
 
@@ -171,18 +179,12 @@ def score_unshared(model: nn.Module, problems: Sequence[EncodedProblem], pixel_v
                    spec: TokenSpec, precision: Precision) -> ScoreResult:
     """One full forward over all candidates of ``problems`` as separate rows: batched, but the
     image, Q-Former and prompt are recomputed for every candidate (no prefix sharing)."""
-    m = unwrap(model)
-    was_training = m.training
-    m.eval()
     rows = [EncodedProblem(p.pid, p.image, p.qformer_ids, p.prefix_ids, p.candidate_ids, answer_index=c)
             for p in problems for c in range(len(p.candidate_ids))]
     owner = [i for i, p in enumerate(problems) for _ in p.candidate_ids]
-    try:
-        batch = collate_train(rows, pixel_values[owner].cpu(), spec).to(pixel_values.device)
-        with precision.autocast():
-            nll = token_nll(forward_logits(m, batch), batch.labels)
-    finally:
-        m.train(was_training)
+    batch = collate_train(rows, pixel_values[owner].cpu(), spec).to(pixel_values.device)
+    with _eval_mode(model) as m, precision.autocast():
+        nll = token_nll(forward_logits(m, batch), batch.labels)
     return _result(nll, [len(p.candidate_ids) for p in problems])
 
 
@@ -190,11 +192,8 @@ def score_unshared(model: nn.Module, problems: Sequence[EncodedProblem], pixel_v
 def score_naive(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
                 spec: TokenSpec, precision: Precision) -> ScoreResult:
     """Reference: one full forward (vision .. LLM) per candidate, batch size 1, no sharing."""
-    m = unwrap(model)
-    was_training = m.training
-    m.eval()
     nll = []
-    try:
+    with _eval_mode(model) as m:
         for i, problem in enumerate(problems):
             for c in range(len(problem.candidate_ids)):
                 one = EncodedProblem(problem.pid, problem.image, problem.qformer_ids, problem.prefix_ids,
@@ -202,6 +201,4 @@ def score_naive(model: nn.Module, problems: Sequence[EncodedProblem], pixel_valu
                 batch = collate_train([one], pixel_values[i: i + 1].cpu(), spec).to(pixel_values.device)
                 with precision.autocast():
                     nll.append(token_nll(forward_logits(m, batch), batch.labels))
-    finally:
-        m.train(was_training)
     return _result(torch.cat(nll), [len(p.candidate_ids) for p in problems])

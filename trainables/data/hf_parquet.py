@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from trainables.data.errors import DataError
-from trainables.data.records import SPLITS, Record, check_record
+from trainables.data.records import SPLITS, Record, check_record, text_field
 from trainables.data.scienceqa import META_FIELDS
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "question", "choices", "answer")
@@ -60,15 +60,6 @@ def _pid(row: dict, split: str, position: int) -> str:
     return f"{split}-{position}"
 
 
-def _text(row: dict, key: str, pid: str, file: Path) -> str:
-    value = row.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise DataError(file, f"expected a string, got {value!r}", pid=pid, field=key)
-    return value
-
-
 def _record(row: dict, split: str, pid: str, file: Path) -> Record:
     choices = row.get("choices")
     if not isinstance(choices, list):
@@ -76,10 +67,13 @@ def _record(row: dict, split: str, pid: str, file: Path) -> Record:
     answer = row.get("answer")
     if isinstance(answer, bool) or not isinstance(answer, int):
         raise DataError(file, f"answer must be an integer index, got {answer!r}", pid=pid, field="answer")
-    rec = Record(pid=pid, split=split, kind="scienceqa", question=_text(row, "question", pid, file),
-                 choices=tuple(choices), answer_index=answer, hint=_text(row, "hint", pid, file),
-                 lecture=_text(row, "lecture", pid, file), image=row["image"]["bytes"],
-                 meta=tuple(sorted((k, _text(row, k, pid, file)) for k in META_FIELDS)))
+    def text(key: str) -> str:
+        return text_field(row, key, pid=pid, file=file)
+
+    rec = Record(pid=pid, split=split, kind="scienceqa", question=text("question"),
+                 choices=tuple(choices), answer_index=answer, hint=text("hint"),
+                 lecture=text("lecture"), image=row["image"]["bytes"],
+                 meta=tuple(sorted((k, text(k)) for k in META_FIELDS)))
     return check_record(rec, file)
 
 
