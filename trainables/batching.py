@@ -3,11 +3,17 @@
 Why tokenise once: a tiny trial runs in seconds, so re-tokenising every epoch would dominate;
 only the images change between epochs (augmentation), so the token ids are fixed up front.
 
-Token layout (identical in training and scoring, so the scored likelihood is the trained one):
+Token layout: the one the checkpoints were instruction-tuned with (LAVIS blip2_t5_instruct /
+blip2_vicuna_instruct; transformers' ``InstructBlipProcessor`` builds the same prompt ids), and
+identical in training and scoring, so the scored likelihood is the trained one:
 - T5 (encoder-decoder): encoder = ``num_query_tokens`` image tokens + prompt + ``</s>``;
   decoder target = candidate + ``</s>``, decoder input = start token + target[:-1].
-- LLaMA (decoder-only): ``<s>`` + image tokens + prompt, then " " + candidate + ``</s>``; the
+- LLaMA (decoder-only): image tokens, THEN the tokenizer's BOS (``</s>`` for the real Vicuna,
+  whose LAVIS/HF tokenizer sets bos = eos), then the prompt; then candidate + ``</s>``. The
   loss/score covers the candidate and ``</s>`` only.
+Candidates are tokenized as standalone text, as LAVIS does (``tok(c + eos)[1:]``): no space is
+prepended. A SentencePiece tokenizer adds its word-boundary ``▁`` itself; a leading " " would
+give the legacy (Prepend/Replace) LLaMA tokenizer an extra ``▁`` token the checkpoint never saw.
 The summed NLL of a candidate includes its ``</s>`` token (the model must also say "done").
 
 Prompt cap: the data layer already cuts long context at prepare time; ``max_prompt_tokens`` is a
@@ -92,6 +98,18 @@ def _cut_left(ids: list[int], cap: int) -> list[int]:
     return ids[-cap:] if len(ids) > cap else ids
 
 
+def llm_prefix(family: str, image_ids: list[int], prompt_ids: list[int], bos_id: int | None,
+               eos_id: int) -> list[int]:
+    """The LLM input before the answer: T5 ``images + prompt + </s>``; LLaMA ``images + BOS +
+    prompt`` (InstructBlipProcessor: "BLIP expects image tokens to be at the beginning even
+    before BOS token"; LAVIS prepends the query embeddings to the BOS-led prompt)."""
+    if family == "t5":
+        return image_ids + prompt_ids + [eos_id]
+    if bos_id is None:
+        raise ValueError("a LLaMA-family tokenizer needs a bos_token (LAVIS/HF Vicuna: '</s>')")
+    return image_ids + [bos_id] + prompt_ids
+
+
 def encode_examples(examples: Sequence, bundle: ModelBundle, max_prompt_tokens: int) -> list[EncodedProblem]:
     """Tokenise Examples (trainables.data) with the bundle's tokenizers, batched per call."""
     if not examples:
@@ -101,16 +119,11 @@ def encode_examples(examples: Sequence, bundle: ModelBundle, max_prompt_tokens: 
     prompts = ltok([e.prompt for e in examples], add_special_tokens=False).input_ids
     qtexts = qtok([e.qformer_text for e in examples], add_special_tokens=False).input_ids
     flat = [c for e in examples for c in e.candidates]
-    # LLaMA continues "...Answer:" so the answer starts with a space; T5's decoder starts fresh.
-    cand_texts = [(" " + c) if bundle.family == "llama" else c for c in flat]
-    cand_tok = iter(ltok(cand_texts, add_special_tokens=False).input_ids)
+    cand_tok = iter(ltok(flat, add_special_tokens=False).input_ids)
     out = []
     for ex, prompt, qtext in zip(examples, prompts, qtexts):
-        prompt = _cut_left(prompt, max_prompt_tokens)
-        if bundle.family == "t5":
-            prefix = images + prompt + [ltok.eos_token_id]
-        else:
-            prefix = [ltok.bos_token_id] + images + prompt
+        prefix = llm_prefix(bundle.family, images, _cut_left(prompt, max_prompt_tokens),
+                            ltok.bos_token_id, ltok.eos_token_id)
         qids = [qtok.cls_token_id] + _cut_left(qtext, max(1, max_prompt_tokens - 2)) + [qtok.sep_token_id]
         cands = tuple(tuple(next(cand_tok)) + (ltok.eos_token_id,) for _ in ex.candidates)
         out.append(EncodedProblem(pid=ex.pid, image=ex.image, qformer_ids=tuple(qids),

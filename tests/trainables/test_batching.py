@@ -25,7 +25,8 @@ def test_prefix_has_exactly_the_image_tokens_then_the_prompt(bundle):
         assert list(p.prefix_ids[: len(image)]) == image and p.prefix_ids[-1] == tok.eos_token_id
         text = p.prefix_ids[len(image):-1]
     else:
-        assert p.prefix_ids[0] == tok.bos_token_id and list(p.prefix_ids[1: 1 + len(image)]) == image
+        # LAVIS / InstructBlipProcessor: image tokens first, then BOS, then the prompt
+        assert list(p.prefix_ids[: len(image)]) == image and p.prefix_ids[len(image)] == tok.bos_token_id
         text = p.prefix_ids[1 + len(image):]
     assert tok.decode(text) == _example().prompt
     assert all(c[-1] == tok.eos_token_id for c in p.candidate_ids)
