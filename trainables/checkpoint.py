@@ -13,10 +13,19 @@ Layout of a checkpoint directory::
 Why both: ``last`` resumes a stopped trial exactly, ``best`` is the trial's result (the test split
 is scored with it; export merges it). The frozen base is rebuilt from the preset (tiny presets:
 deterministically from the trial seed), so it is never stored.
+
+Checkpoints come back from storage a sweep may share (an S3 bucket, NFS), so reading one must
+never run code: ``state.pt`` is unpickled with ``weights_only=True`` (tensors and plain
+containers only; a pickle that names any other global is refused), tensors are safetensors and
+``meta.json`` is bounded JSON. A checkpoint that does not have the shape this module writes, or
+that belongs to another cell, raises ``CheckpointError`` naming the file.
 """
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,16 @@ META = "meta.json"
 STATE = "state.pt"
 ADAPTER = "adapter"
 EXTRA = "extra.safetensors"
+META_MAX_BYTES = 1 << 20
+"""meta.json holds a config and three numbers: anything larger was not written here."""
+LOOP_KEYS = ("epoch", "best_val_acc", "best_epoch", "since_best", "ref_loss")
+"""Loop-state keys every checkpoint has (final_metrics is added on the last epoch)."""
+IDENTITY_KEYS = ("method", "sublayer", "rank", "llm", "benchmark")
+"""The cell a checkpoint belongs to: a trial refuses another cell's checkpoint."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not one a trial wrote (or not this trial's); names the file."""
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -111,21 +130,76 @@ def checkpoint_bytes(path: Path) -> int:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint: bounded, valid JSON, an object with a config object."""
     file = Path(path) / META
     if not file.is_file():
-        raise ValueError(f"{path} is not a trial checkpoint (no {META})")
-    return json.loads(file.read_text())
+        raise CheckpointError(f"{path} is not a trial checkpoint (no {META})")
+    if file.stat().st_size > META_MAX_BYTES:
+        raise CheckpointError(f"{file}: {file.stat().st_size} bytes, more than a trial writes "
+                              f"({META_MAX_BYTES}); refused")
+    try:
+        meta = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{file}: not the JSON a trial writes ({_short(err)})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{file}: not the JSON a trial writes (no config object)")
+    return meta
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+def _short(err: BaseException, limit: int = 160) -> str:
+    """The telling line of an exception, at most ``limit`` characters (torch's unpickling errors
+    are paragraphs of advice; the culprit is the 'GLOBAL x.y' line)."""
+    text = str(err)
+    found = re.search(r"(?:unsupported|Unsupported)[^\n]*GLOBAL [^\n]*", text)
+    line = found.group(0) if found else text.strip().splitlines()[0] if text.strip() else repr(err)
+    return line[:limit] + ("..." if len(line) > limit else "")
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """state.pt without running code: weights_only unpickling, then the shape a trial writes."""
+    file = Path(path) / STATE
+    if not file.is_file():
+        raise CheckpointError(f"{path} is not a trial checkpoint (no {STATE})")
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
+            AttributeError, TypeError, ValueError, KeyError, IndexError) as err:
+        raise CheckpointError(f"{file}: refused, not a state a trial writes ({_short(err)}); "
+                              f"delete this checkpoint or the trial's directory") from None
+    loop = saved.get("loop") if isinstance(saved, dict) else None
+    if not isinstance(loop, dict) or not isinstance(saved.get("optimizer"), dict) \
+            or any(k not in loop for k in LOOP_KEYS):
+        raise CheckpointError(f"{file}: refused, not a state a trial writes (expected "
+                              f"{{optimizer, loop}} with loop keys {', '.join(LOOP_KEYS)})")
+    return saved
+
+
+def verify_checkpoint(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything in a checkpoint that is read before tensors are loaded, checked without running
+    code; with ``config``, the checkpoint must belong to that cell. Returns the state."""
+    meta = read_meta(path)
+    state = read_state(path)
+    if config is not None:
+        theirs = {k: meta["config"].get(k) for k in IDENTITY_KEYS}
+        ours = {k: config.get(k) for k in IDENTITY_KEYS}
+        if theirs != ours:
+            raise CheckpointError(f"{Path(path) / META}: checkpoint of cell {theirs}, not of this "
+                                  f"trial's {ours}; refused")
+    return state
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    config: dict[str, Any] | None = None
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore the ``last`` tensors (and optimizer) into the model; returns (loop_state, best_state)."""
+    """Restore the ``last`` tensors (and optimizer) into the model; returns (loop_state, best_state).
+
+    ``config`` (the trial's): refuse a checkpoint of another cell. Nothing here unpickles code.
+    """
     path = Path(path)
-    read_meta(path)
+    saved = verify_checkpoint(path, config)
     load_tensors(model, path / "best")
     best = trainable_state(model)
     load_tensors(model, path / "last")
-    saved = torch.load(path / STATE, map_location="cpu", weights_only=False)
     if optimizer is not None:
         optimizer.load_state_dict(saved["optimizer"])
     return saved["loop"], best

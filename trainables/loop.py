@@ -143,7 +143,7 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
     optimizer = make_optimizer(trial.model, cfg.lr, cfg.weight_decay, defaults.recipe_for(cfg.llm).betas)
     state, best = _fresh_state(), trainable_state(trial.model)
     if resume_from is not None:
-        state, best = load_checkpoint(Path(resume_from), trial.model, optimizer)
+        state, best = load_checkpoint(Path(resume_from), trial.model, optimizer, cfg.to_dict())
     metrics: dict[str, Any] = dict(state.get("final_metrics") or {})
     if metrics:  # restored from a finished trial's last checkpoint: nothing left to train
         report(metrics, None)
