@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -21,6 +22,7 @@ import ray
 from ray.tune import Callback
 
 from trainables.config import TrialConfig
+from trainables.predictions import FILE_NAME as PREDICTIONS_FILE
 
 # Tags (child runs carry what Table 1 needs; the parent is found by its role).
 TAG_PARENT = "mlflow.parentRunId"
@@ -34,11 +36,15 @@ TAG_RETUNE_OF = "retune_of"
 TAG_REPLACED_BY = "replaced_by"
 
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
-EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "lr", "samples_per_s", "epoch_time_s",
-                 "checkpoint_mb")
+EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "val_gold_nll", "val_choice_nll", "lr",
+                 "samples_per_s", "epoch_time_s", "checkpoint_mb")
 FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline",
                  "qformer_trainable_fraction", "lora_params_qformer", "lora_params_llm")
-FINAL_METRICS = ("test_acc", "best_epoch")
+FINAL_METRICS = ("test_acc", "test_gold_nll", "test_choice_nll", "best_epoch")
+CATEGORY_PREFIX = "test_acc/"
+"""Final per-category test accuracies, e.g. test_acc/NAT (trainables.predictions)."""
+PREDICTIONS_ARTIFACT = "predictions"
+"""Artifact folder of a trial's predictions.parquet (trainables.predictions)."""
 PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
               "grad_accum", "seed")
 
@@ -79,6 +85,8 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The meaningful metrics of one report (Ray's own bookkeeping keys are dropped)."""
     keys = EPOCH_METRICS + FIRST_METRICS + FINAL_METRICS
     metrics = {k: float(result[k]) for k in keys if result.get(k) is not None}
+    metrics.update({k: float(v) for k, v in result.items()
+                    if k.startswith(CATEGORY_PREFIX) and v is not None})
     if "diverged" in result:
         metrics["diverged"] = float(bool(result["diverged"]))
     metrics.update(_lora_metrics(result))
@@ -249,12 +257,16 @@ class TrialRunLogger(Callback):
         self.client.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
 
     def _log_checkpoint(self, run_id: str, trial: Any) -> None:
-        """Log the trial's latest (adapter-only, small) checkpoint directory as an artifact."""
+        """Log the trial's latest (adapter-only, small) checkpoint directory as an artifact, and
+        a finished trial's predictions.parquet (in that checkpoint) on its own."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
         with checkpoint.as_directory() as local_dir:
             self.client.log_artifacts(run_id, local_dir, "checkpoint")
+            predictions = Path(local_dir) / PREDICTIONS_FILE
+            if predictions.is_file():
+                self.client.log_artifact(run_id, str(predictions), PREDICTIONS_ARTIFACT)
 
     def _log(self, run_id: str, metrics: dict[str, float], step: int,
              tags: dict[str, str] | None = None) -> None:

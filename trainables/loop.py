@@ -8,15 +8,21 @@ Determinism: each epoch draws its data order, augmentation (a generator seeded f
 and the epoch index alone, so a trial resumed from the checkpoint of epoch k reports exactly the
 metrics of an uninterrupted run.
 
-Reports (docs/ARCHITECTURE.md "Reports a trial makes"): one per epoch; the first also carries
-the parameter accounting; the last adds ``test_acc`` (scored with the best-val state),
-``best_epoch`` and ``done``. Divergence (non-finite loss, or an epoch's mean loss above
+Reports (docs/ARCHITECTURE.md "Reports a trial makes"): one per epoch, with the validation
+accuracy and its finer NLL signals (``val_gold_nll``, ``val_choice_nll``: trainables.predictions);
+the first also carries the parameter accounting; the last adds ``test_acc`` (scored with the
+best-val state), the ScienceQA category accuracies (``test_acc/NAT`` ...), ``best_epoch`` and
+``done``, and its checkpoint holds ``predictions.parquet`` (every val problem at the best epoch
+and every test problem). A trial the scheduler stops never reaches its last report; its last
+checkpoint keeps the best state and the best epoch's val scores, from which
+``trainables.rescore`` gives it the same test score and predictions afterwards. Divergence (non-finite loss, or an epoch's mean loss above
 ``divergence_factor`` x the first step's loss, see trainables.defaults) ends the trial with a
 report holding ``diverged=True, done=True`` (its val_acc is 0: the model is unusable), and
 ``run_trial`` returns normally.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -34,8 +41,10 @@ from trainables.checkpoint import load_checkpoint, load_trainable_state, save_ch
 from trainables.config import TrialConfig
 from trainables.data.examples import load_examples
 from trainables.data.images import ImageTransform
-from trainables.data.prepare import ensure_prepared
+from trainables.data.prepare import ensure_prepared, read_split_table
+from trainables.data.records import SPLITS
 from trainables.peft_targeting import apply_method
+from trainables.predictions import SplitScores, category_metrics, predictions_table, write_predictions
 from trainables.presets import ModelBundle, build_model
 from trainables.scoring import ScoreResult, score_in_batches
 from trainables.step import Precision, chunks, lr_at_epoch, make_optimizer, resolve_precision, set_lr, train_step
@@ -56,10 +65,13 @@ class Trial:
     precision: Precision
     device: torch.device
     splits: dict[str, list[EncodedProblem]]
+    categories: dict[str, tuple[str, ...]]
+    """pid -> ScienceQA leaderboard categories (empty for other benchmarks)."""
 
 
-def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu") -> Trial:
-    """Model (seeded), method applied, data prepared and tokenised once."""
+def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
+                splits: Sequence[str] = SPLITS) -> Trial:
+    """Model (seeded), method applied, data prepared and tokenised once (only ``splits``)."""
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(device)
     bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed)
@@ -67,15 +79,19 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu") -> Trial:
     model = apply_method(bundle.model, cfg.method, cfg.sublayer, cfg.rank, bundle.family)
     prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
     limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
-    splits = {split: encode_examples(load_examples(prepared, split, bundle.image_size, limit), bundle,
-                                     cfg.max_prompt_tokens) for split, limit in limits.items()}
-    for split, problems in splits.items():
+    encoded = {split: encode_examples(load_examples(prepared, split, bundle.image_size, limits[split]),
+                                      bundle, cfg.max_prompt_tokens) for split in splits}
+    for split, problems in encoded.items():
         if not problems:
             raise ValueError(f"benchmark {cfg.benchmark!r} has no {split} problems in {prepared}")
+    categories = {}
+    for split in set(splits) - {"train"}:
+        cols = read_split_table(prepared, split, ["pid", "categories"]).to_pydict()
+        categories.update(zip(cols["pid"], map(tuple, cols["categories"])))
     transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, cfg.augment)
     return Trial(cfg=cfg, bundle=bundle, model=model, spec=TokenSpec.from_bundle(bundle),
                  transform=transform, precision=resolve_precision(cfg.precision, device),
-                 device=device, splits=splits)
+                 device=device, splits=encoded, categories=categories)
 
 
 def evaluate(trial: Trial, split: str) -> tuple[float, ScoreResult]:
@@ -88,6 +104,24 @@ def evaluate(trial: Trial, split: str) -> tuple[float, ScoreResult]:
     result = score_in_batches(trial.model, problems, pixels_for, trial.spec, trial.precision,
                               trial.cfg.eval_batch_size)
     return result.accuracy(problems), result
+
+
+def split_scores(trial: Trial, split: str, result: ScoreResult) -> SplitScores:
+    problems = trial.splits[split]
+    return SplitScores(split, tuple(p.pid for p in problems), tuple(p.answer_index for p in problems),
+                       tuple(result.predictions), tuple(map(tuple, result.scores)))
+
+
+def final_evaluation(trial: Trial, state: dict[str, Any]) -> tuple[dict[str, Any], pa.Table]:
+    """Test metrics of the model as it is (the caller loaded the best-val state) and the
+    predictions table: val rows from the best epoch's scores kept in ``state``, test rows now."""
+    test = split_scores(trial, "test", evaluate(trial, "test")[1])
+    val = state.get("best_val_scores")
+    val = SplitScores(**val) if val else split_scores(trial, "val", evaluate(trial, "val")[1])
+    table = predictions_table([val, test], trial.categories)
+    metrics = {"test_acc": test.accuracy(), "test_gold_nll": test.gold_nll(),
+               "test_choice_nll": test.choice_nll(), **category_metrics(table, "test")}
+    return metrics, table
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -148,6 +182,7 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
     if metrics:  # restored from a finished trial's last checkpoint: nothing left to train
         report(metrics, None)
         return metrics
+    predictions = None
     for epoch in range(state["epoch"], cfg.epochs):
         metrics, stop = _run_epoch(trial, optimizer, epoch, state)
         if epoch == 0 and resume_from is None:
@@ -160,11 +195,14 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
             best = last
         if stop or epoch + 1 == cfg.epochs:
             load_trainable_state(trial.model, best)
-            metrics.update(test_acc=evaluate(trial, "test")[0], best_epoch=state["best_epoch"], done=True)
+            final, predictions = final_evaluation(trial, state)
+            metrics.update(final, best_epoch=state["best_epoch"], done=True)
             state["final_metrics"] = dict(metrics)
         with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as tmp:
             size = save_checkpoint(Path(tmp), trial.model, last=last, best=best, optimizer=optimizer,
                                    loop_state=state, config=cfg.to_dict())
+            if predictions is not None:
+                write_predictions(predictions, Path(tmp))
             metrics["checkpoint_mb"] = size / 2**20
             report(metrics, Path(tmp))
         if metrics.get("done"):
@@ -191,12 +229,15 @@ def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
         best_acc = max(state["best_val_acc"], 0.0)
         metrics.update(val_acc=0.0, best_val_acc=best_acc, epoch_time_s=time.perf_counter() - start, done=True)
         return metrics, True
-    val_acc, _ = evaluate(trial, "val")
+    val_acc, result = evaluate(trial, "val")
+    val = split_scores(trial, "val", result)
     if val_acc > state["best_val_acc"]:
-        state.update(best_val_acc=val_acc, best_epoch=epoch + 1, since_best=0)
+        state.update(best_val_acc=val_acc, best_epoch=epoch + 1, since_best=0,
+                     best_val_scores=dataclasses.asdict(val))
     else:
         state["since_best"] += 1
     state["epoch"] = epoch + 1
     stop = should_stop(state["since_best"], epoch + 1, cfg.patience, cfg.min_epochs)
-    metrics.update(val_acc=val_acc, best_val_acc=state["best_val_acc"], epoch_time_s=time.perf_counter() - start)
+    metrics.update(val_acc=val_acc, best_val_acc=state["best_val_acc"], val_gold_nll=val.gold_nll(),
+                   val_choice_nll=val.choice_nll(), epoch_time_s=time.perf_counter() - start)
     return metrics, stop

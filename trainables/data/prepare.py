@@ -18,13 +18,14 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trainables.data.categories import categories_of
 from trainables.data.errors import DataError
 from trainables.data.prompts import build_prompt
 from trainables.data.records import SPLITS, Record
 from trainables.defaults import CONTEXT_MAX_WORDS
 
-FORMAT_VERSION = 1
-"""Bump when the prepared columns or the prompt rules change: old caches are then not reused."""
+FORMAT_VERSION = 2
+"""2: + categories (ScienceQA leaderboard categories, trainables.data.categories). Bump when the prepared columns or the prompt rules change: old caches are then not reused."""
 
 SCHEMA = pa.schema([
     ("pid", pa.string()), ("split", pa.string()), ("benchmark", pa.string()), ("kind", pa.string()),
@@ -32,6 +33,7 @@ SCHEMA = pa.schema([
     ("answer_index", pa.int32()), ("hint", pa.string()), ("lecture", pa.string()),
     ("context", pa.string()), ("prompt", pa.string()), ("qformer_text", pa.string()),
     ("candidates", pa.list_(pa.string())), ("target", pa.string()), ("meta", pa.string()),
+    ("categories", pa.list_(pa.string())),
 ])
 MANIFEST = "manifest.json"
 
@@ -44,7 +46,8 @@ def _rows(records: list[Record], benchmark: str) -> dict[str, list]:
                    question=rec.question, choices=list(rec.choices), answer_index=rec.answer_index,
                    hint=rec.hint, lecture=rec.lecture, context=parts.context, prompt=parts.prompt,
                    qformer_text=parts.qformer_text, candidates=list(parts.candidates),
-                   target=parts.target, meta=json.dumps(dict(rec.meta), sort_keys=True))
+                   target=parts.target, meta=json.dumps(dict(rec.meta), sort_keys=True),
+                   categories=list(categories_of(rec)))
         for name, value in row.items():
             cols[name].append(value)
     return cols
