@@ -28,6 +28,8 @@ from trainables.data.examples import load_examples
 from trainables.data.images import ImageTransform
 from trainables.data.prepare import ensure_prepared
 from trainables.defaults import recipe_for
+from trainables.families import family_spec
+from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
 from trainables.scoring import ScoreResult, score_in_batches, score_naive, score_unshared
@@ -44,7 +46,7 @@ def bench_preset(preset: str, benchmark: str, n_problems: int, cache_dir: str, d
                  rounds: int) -> dict:
     bundle = build_model(preset, seed=0, device=device)
     torch.manual_seed(0)
-    model = apply_method(bundle.model, "both_lora", "all", 4, bundle.family)
+    model = apply_method(bundle.model, PeftSetup("both_lora", "all", 4), family_spec(bundle.family))
     prepared = ensure_prepared(benchmark, cache_dir=cache_dir)
     examples = [e for split in ("train", "val", "test")
                 for e in load_examples(prepared, split, bundle.image_size)][:n_problems]

@@ -22,22 +22,24 @@ from trainables.data.examples import load_examples
 from trainables.data.images import ImageTransform
 from trainables.data.prepare import ensure_prepared
 from trainables.defaults import recipe_for
+from trainables.families import family_spec
+from trainables.methods import METHODS, PeftSetup, table_rows
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
 from trainables.step import make_optimizer, resolve_precision, train_step
-from trainables.vocab import METHOD_SUBLAYERS
 
 
-def rows() -> list[tuple[str, str, int]]:
-    return [(m, s, 0 if m == "baseline" else 4) for m, subs in METHOD_SUBLAYERS.items() for s in subs]
+def rows() -> list[PeftSetup]:
+    """Every Table-1 row at rank 4 (rank 0 without LoRA)."""
+    return [PeftSetup(m, s, 4 if METHODS[m].has_lora else 0) for m, s in table_rows()]
 
 
-def make_runner(preset: str, method: str, sublayer: str, rank: int, cache: str, device: str) -> Callable[[], int]:
-    """A closure doing one optimizer step of ``method`` on ``preset``; returns samples trained."""
+def make_runner(preset: str, peft: PeftSetup, cache: str, device: str) -> Callable[[], int]:
+    """A closure doing one optimizer step of ``peft`` on ``preset``; returns samples trained."""
     recipe = recipe_for(preset)
     bundle = build_model(preset, seed=0, device=device)
     torch.manual_seed(0)
-    model = apply_method(bundle.model, method, sublayer, rank, bundle.family)
+    model = apply_method(bundle.model, peft, family_spec(bundle.family))
     model.train()
     prepared = ensure_prepared("synth-scienceqa", cache_dir=cache)
     n = recipe.batch_size * recipe.grad_accum
@@ -61,7 +63,8 @@ def make_runner(preset: str, method: str, sublayer: str, rank: int, cache: str, 
 def bench(preset: str, steps: int, rounds: int, cache: str, device: str) -> dict[str, float]:
     """samples/s per method; rounds interleave the methods and keep each one's fastest round,
     so that load from other processes on a shared machine distorts the comparison less."""
-    runners = {f"{preset}|{m}/{s}": make_runner(preset, m, s, r, cache, device) for m, s, r in rows()}
+    runners = {f"{preset}|{p.method}/{p.sublayer}": make_runner(preset, p, cache, device)
+               for p in rows()}
     best = {key: 0.0 for key in runners}
     for _ in range(rounds):
         for key, step in runners.items():

@@ -12,11 +12,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-from trainables.vocab import METHOD_SUBLAYERS
+from trainables.methods import table_rows
 
 # One colour and marker per Table 1 row method (method/sublayer), stable across figures.
-ROW_METHODS: tuple[str, ...] = tuple(f"{m}/{s}" for m, subs in METHOD_SUBLAYERS.items()
-                                     for s in subs)
+ROW_METHODS: tuple[str, ...] = tuple(f"{m}/{s}" for m, s in table_rows())
 _COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
             "tab:pink", "tab:olive", "tab:cyan")
 _MARKERS = ("s", "o", "^", "D", "v", "<", ">", "P", "X", "*")

@@ -50,9 +50,13 @@ PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", 
 
 
 def cell_id(config: dict[str, Any]) -> str:
-    """The cell identity of docs/ARCHITECTURE.md: benchmark|llm|method/sublayer|r<rank>."""
-    get = config.get  # .get: a config TrialConfig rejected still gets a (failed) run
-    return f"{get('benchmark')}|{get('llm')}|{get('method')}/{get('sublayer')}|r{get('rank')}"
+    """The cell id of a resolved trial config (trainables.cell); a config TrialConfig rejected
+    still gets a (failed) run, named by its raw values."""
+    try:
+        return TrialConfig.from_dict(config).cell_id
+    except (TypeError, ValueError):
+        get = config.get
+        return f"invalid:{get('benchmark')}|{get('llm')}|{get('method')}/{get('sublayer')}"
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:

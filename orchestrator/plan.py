@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from trainables import defaults
+from trainables.families import Family, family_spec
+from trainables.methods import PeftSetup
 
 VIT_TOKENS = 257
 QUERY_TOKENS = 32
@@ -65,7 +67,7 @@ class PlannedTrial:
 class ModelShape:
     """What the estimates need from one real model (read once from its meta build)."""
 
-    family: str
+    family: Family
     sizes: dict[str, int]
     llm_hidden: int
     llm_layers: int
@@ -83,7 +85,7 @@ def model_shape(preset: str) -> tuple[Any, ModelShape]:
     layers = getattr(text, "num_layers", None) or text.num_hidden_layers
     layers += getattr(text, "num_decoder_layers", 0) or 0
     hidden = getattr(text, "d_model", None) or text.hidden_size
-    return bundle, ModelShape(family=bundle.family, sizes=base_sizes(bundle.model),
+    return bundle, ModelShape(family=family_spec(bundle.family), sizes=base_sizes(bundle.model),
                               llm_hidden=hidden, llm_layers=layers,
                               qformer_hidden=cfg.qformer_config.hidden_size,
                               qformer_layers=cfg.qformer_config.num_hidden_layers)
@@ -104,7 +106,7 @@ def estimates(shape: ModelShape, preset: str, benchmark: str, lora: dict[str, in
     t_in = QUERY_TOKENS + PROMPT_TOKENS[benchmark]
     s = shape.sizes
     n_vit, n_qf = _weights(s, "vision_model."), _weights(s, "qformer.")
-    if shape.family == "t5":
+    if shape.family.encoder_decoder:
         llm_tokens = [(_weights(s, "language_model.encoder."), t_in),
                       (_weights(s, "language_model.decoder.") + _weights(s, "language_model.lm_head"),
                        ANSWER_TOKENS)]
@@ -134,8 +136,8 @@ def build_plan(space: Any) -> list[PlannedTrial]:
         if llm not in shapes:
             shapes[llm] = model_shape(llm)
         bundle, shape = shapes[llm]
-        rep = count_parameters(bundle.model, cell["method"], cell["sublayer"], cell["rank"],
-                               shape.family)
+        peft = PeftSetup(cell["method"], cell["sublayer"], cell["rank"])
+        rep = count_parameters(bundle.model, peft, shape.family)
         lora = {"qformer": rep.lora_params_qformer, "llm": rep.lora_params_llm}
         memory, flops = estimates(shape, llm, cell["benchmark"], lora, rep.trainable, rep.total)
         lr = cell["lr"] if cell["lr"] is not None else defaults.default_lr(cell["method"], llm)

@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from trainables.cell import Cell
 from trainables.config import TrialConfig
-from trainables.vocab import METHOD_SUBLAYERS, METHODS, OFFLINE_STAND_IN, check_method
+from trainables.methods import METHODS, PeftSetup
+from trainables.vocab import OFFLINE_STAND_IN
 
 # Spaces by name: an explicit map (no registry, no import side effects). lr_retune is not a grid:
 # it is the distribution orchestrator.retune searches for divergent cells.
@@ -151,13 +153,13 @@ def _yaml_methods(where: str, raw: Any) -> list[tuple[str, tuple[str, ...]]]:
         method = entry["method"]
         if method not in METHODS:
             raise SpaceError(f"{where}: unknown method {method!r}; allowed: {', '.join(METHODS)}")
-        subs = entry.get("sublayers", list(METHOD_SUBLAYERS[method]))
+        subs = entry.get("sublayers", list(METHODS[method].sublayers))
         if not isinstance(subs, list) or not subs:
             raise SpaceError(f"{where}: sublayers of {method} must be a non-empty list")
         for sub in subs:
-            if sub not in METHOD_SUBLAYERS[method]:
+            if sub not in METHODS[method].sublayers:
                 raise SpaceError(f"{where}: sublayer {sub!r} does not exist for {method}; "
-                                 f"allowed: {', '.join(METHOD_SUBLAYERS[method])}")
+                                 f"allowed: {', '.join(METHODS[method].sublayers)}")
         out.append((method, tuple(subs)))
     return out
 
@@ -185,7 +187,7 @@ def _check_cell(where: str, index: int, cell: dict[str, Any]) -> dict[str, Any]:
         raise SpaceError(f"space {where!r} cell {index}: unknown key(s) {unknown} / missing "
                          f"{missing}; allowed: {', '.join(CELL_KEYS)}")
     try:
-        check_method(cell["method"], cell["sublayer"], cell["rank"])
+        PeftSetup(cell["method"], cell["sublayer"], cell["rank"])
     except ValueError as err:
         raise SpaceError(f"space {where!r} cell {index}: {err}") from None
     cell.setdefault("lr", None)
@@ -270,8 +272,9 @@ def trial_configs(space: Space, targets: Targets, *, cache_dir: str,
 
 
 def cell_label(cell: dict[str, Any]) -> str:
-    """cell_id in the ARCHITECTURE.md format: benchmark|llm|method/sublayer|r<rank>."""
-    return f"{cell['benchmark']}|{cell['llm']}|{cell['method']}/{cell['sublayer']}|r{cell['rank']}"
+    """The cell id (trainables.cell) of a space cell."""
+    return Cell(cell["benchmark"], cell["llm"],
+                PeftSetup(cell["method"], cell["sublayer"], cell["rank"])).id
 
 
 def group_of(config: dict[str, Any]) -> tuple[str, str]:

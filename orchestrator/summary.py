@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from trainables.vocab import METHOD_SUBLAYERS
+from trainables.config import TrialConfig
+from trainables.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ class CellResult:
 
     @property
     def cell_id(self) -> str:
-        c = self.config
-        return f"{c['benchmark']}|{c['llm']}|{c['method']}/{c['sublayer']}|r{c['rank']}"
+        return TrialConfig.from_dict(self.config).cell_id
 
     @property
     def group(self) -> tuple[str, str]:
@@ -106,7 +106,7 @@ def format_table(rows: list[CellResult], metric: str, names: Any) -> str:
     header = f"{'LLM':<12}{'method':<24}" + "".join(f"{names(b)[:9] + ' r' + str(k):>17}" for b, k in cols)
     lines = [header]
     for llm in llms:
-        for method, subs in METHOD_SUBLAYERS.items():
+        for method, subs in ((m.name, m.sublayers) for m in METHODS.values()):
             for sub in subs:
                 cells = []
                 for b, k in cols:

@@ -18,6 +18,8 @@ import pyarrow.fs
 from ray import tune
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig
 
+from trainables.config import TrialConfig
+
 CELL_INDEX = "cell_index"
 """The one key a grid trial's config holds besides TrialConfig's (stripped before training)."""
 EXPERIMENT_STATE_PERIOD_S = "1"
@@ -78,7 +80,7 @@ class TrialNamer:
         c = trial.config
         if CELL_INDEX in c and self.configs:
             c = self.configs[c[CELL_INDEX]]
-        name = f"{c['benchmark']}|{c['llm']}|{c['method']}/{c['sublayer']}|r{c['rank']}"
+        name = TrialConfig.from_dict(trial_config(c)).cell_id
         if c.get("retune_of") and isinstance(c.get("lr"), float):
             name += f"|lr={c['lr']:.2g}"
         return name

@@ -11,7 +11,8 @@ linear decay, early stopping), LoRA alpha 8 / dropout 0, seed.
 LLM and benchmark names are the paper's; the sweep CLI maps them to the offline stand-ins
 (trainables.vocab.OFFLINE_STAND_IN) unless real models/data are given.
 """
-from trainables.vocab import METHOD_SUBLAYERS, PAPER_RANKS
+from trainables.methods import METHODS, table_rows
+from trainables.vocab import PAPER_RANKS
 
 LLMS = ("flan-t5-xl", "vicuna-7b")
 BENCHMARKS = ("scienceqa", "iconqa")
@@ -21,9 +22,8 @@ CELLS = [
      "rank": rank, "lr": None}
     for benchmark in BENCHMARKS
     for llm in LLMS
-    for method, sublayers in METHOD_SUBLAYERS.items()
-    for sublayer in sublayers
-    for rank in ((0,) if method == "baseline" else PAPER_RANKS)
+    for method, sublayer in table_rows()
+    for rank in (PAPER_RANKS if METHODS[method].has_lora else (0,))
 ]
 
 # {"grid_search": [...]} is exactly what ray.tune.grid_search returns; written out so that

@@ -1,12 +1,13 @@
 """One row group of Table 1: the llm_lora rows at every rank, for both LLMs and benchmarks.
 
 Studied hyper-parameters: the sublayers llm_lora targets
-(trainables.vocab.METHOD_SUBLAYERS["llm_lora"]) and the LoRA rank (1, 2, 4, 8).
+(trainables.methods.METHODS["llm_lora"].sublayers) and the LoRA rank (1, 2, 4, 8).
 Nuisance hyper-parameters: the learning rate (None = the paper's default for llm_lora; divergent
 cells are re-tuned afterwards, see search_spaces.lr_retune).
 Fixed hyper-parameters: the rest of the recipe (trainables.defaults), LoRA alpha 8 / dropout 0, seed.
 """
-from trainables.vocab import METHOD_SUBLAYERS, PAPER_RANKS
+from trainables.methods import METHODS
+from trainables.vocab import PAPER_RANKS
 
 LLMS = ("flan-t5-xl", "vicuna-7b")
 BENCHMARKS = ("scienceqa", "iconqa")
@@ -16,7 +17,7 @@ CELLS = [
      "rank": rank, "lr": None}
     for benchmark in BENCHMARKS
     for llm in LLMS
-    for sublayer in METHOD_SUBLAYERS["llm_lora"]
+    for sublayer in METHODS["llm_lora"].sublayers
     for rank in PAPER_RANKS
 ]
 

@@ -18,15 +18,20 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from trainables.families import Family, family_spec
+from trainables.methods import ADAPTERS, METHODS, PAPER_ADAPTER, PeftSetup
 from trainables.peft_targeting import (
-    FAMILIES, base_model_of, full_trainable_prefixes, check_cell, is_lora_param, lora_param_count,
+    base_model_of, full_trainable_prefixes, is_lora_param, lora_param_count,
 )
-from trainables.vocab import METHOD_SUBLAYERS, PAPER_RANKS, PRESET_FAMILY, PRESETS, check_choice
+from trainables.vocab import PAPER_RANKS, PRESET_FAMILY, PRESETS
+
+BASELINE = PeftSetup("baseline", "none", 0)
+"""The reference of fraction_of_baseline: InstructBLIP's own full Q-Former fine-tune."""
 
 
 @dataclass(frozen=True)
 class ParamReport:
-    """Parameter counts of one (model, method, sublayer, rank) cell."""
+    """Parameter counts of one (model, PEFT setup) cell; its fields are reported as metrics."""
 
     trainable: int
     """Parameters that receive gradients (LoRA A/B + fully trained tensors)."""
@@ -39,17 +44,23 @@ class ParamReport:
     fraction_of_baseline: float
     """trainable / baseline_trainable (the paper's efficiency ratio)."""
     lora_params_qformer: int
-    """LoRA parameters inside the Q-Former."""
+    """Adapter parameters inside the Q-Former (LoRA A/B, plus DoRA's magnitudes)."""
     lora_params_llm: int
-    """LoRA parameters inside the LLM."""
+    """Adapter parameters inside the LLM."""
     qformer_total: int
     """Parameters of the Q-Former itself (``qformer.*`` plus the learned query tokens)."""
     qformer_trainable_fraction: float
     """Trainable Q-Former parameters (its LoRA or its full weights) / qformer_total."""
 
     def as_metrics(self) -> dict[str, float | int]:
-        """Flat dict for ``ray.tune.report`` / MLflow (field names unchanged)."""
-        return asdict(self)
+        """What a trial's first report carries (docs/ARCHITECTURE.md "Reports a trial makes")."""
+        return {"trainable_params": self.trainable, "total_params": self.total,
+                "trainable_fraction": self.trainable_fraction,
+                "fraction_of_baseline": self.fraction_of_baseline,
+                "lora_params": self.lora_params_qformer + self.lora_params_llm,
+                "lora_params_qformer": self.lora_params_qformer,
+                "lora_params_llm": self.lora_params_llm,
+                "qformer_trainable_fraction": self.qformer_trainable_fraction}
 
 
 def _strip_base_layer(name: str) -> str:
@@ -65,23 +76,20 @@ def base_sizes(model: nn.Module) -> dict[str, int]:
             if not is_lora_param(n)}
 
 
-def count_parameters(model: nn.Module, method: str, sublayer: str, rank: int, family: str) -> ParamReport:
+def count_parameters(model: nn.Module, peft: PeftSetup, family: Family) -> ParamReport:
     """Analytic ParamReport of ``model`` (plain, peft-wrapped, or on the meta device)."""
-    check_cell(method, sublayer, rank)
-    check_choice("family", family, FAMILIES)
     sizes = base_sizes(model)
 
     def by_prefix(prefixes: tuple[str, ...]) -> int:
         return sum(v for n, v in sizes.items() if n.startswith(prefixes))
 
-    lora = lora_param_count(model, method, sublayer, family, rank) if method != "baseline" \
-        else {"qformer": 0, "llm": 0}
-    full = by_prefix(full_trainable_prefixes(method))
+    lora = lora_param_count(model, peft, family)
+    full = by_prefix(full_trainable_prefixes(peft))
     trainable = full + lora["qformer"] + lora["llm"]
     total = sum(sizes.values()) + lora["qformer"] + lora["llm"]
-    baseline = by_prefix(full_trainable_prefixes("baseline"))
+    baseline = by_prefix(full_trainable_prefixes(BASELINE))
     qformer_total = by_prefix(("qformer.", "query_tokens"))
-    qformer_full = by_prefix(("qformer.",)) if method in ("baseline", "llm_lora") else 0
+    qformer_full = by_prefix(("qformer.",)) if peft.spec.trains_full_qformer else 0
     qformer_trainable = qformer_full + lora["qformer"] + sizes.get("query_tokens", 0)
     return ParamReport(
         trainable=trainable, total=total, trainable_fraction=trainable / total,
@@ -96,20 +104,24 @@ def measured_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def all_cells(ranks: tuple[int, ...] = PAPER_RANKS) -> list[tuple[str, str, int]]:
-    """(method, sublayer, rank) of the 9 Table-1 rows; the baseline once with rank 0."""
+def all_cells(ranks: tuple[int, ...] = PAPER_RANKS,
+              adapter: str = PAPER_ADAPTER) -> list[PeftSetup]:
+    """The 9 Table-1 rows at every rank (the rows without LoRA once, rank 0)."""
     cells = []
-    for method, sublayers in METHOD_SUBLAYERS.items():
-        for sublayer in sublayers:
-            cells += [(method, sublayer, 0)] if method == "baseline" else \
-                [(method, sublayer, r) for r in ranks]
+    for method in METHODS.values():
+        for sublayer in method.sublayers:
+            if not method.has_lora:
+                cells.append(PeftSetup(method.name, sublayer, 0))
+            else:
+                cells += [PeftSetup(method.name, sublayer, r, adapter) for r in ranks]
     return cells
 
 
-def table(model: nn.Module, family: str, ranks: tuple[int, ...] = PAPER_RANKS) -> list[dict]:
-    """One row per cell: method, sublayer, rank and the ParamReport fields."""
-    return [{"method": m, "sublayer": s, "rank": r, **asdict(count_parameters(model, m, s, r, family))}
-            for m, s, r in all_cells(ranks)]
+def table(model: nn.Module, family: Family, ranks: tuple[int, ...] = PAPER_RANKS,
+          adapter: str = PAPER_ADAPTER) -> list[dict]:
+    """One row per cell: method, sublayer, rank, adapter and the ParamReport fields."""
+    return [{"method": p.method, "sublayer": p.sublayer, "rank": p.rank, "adapter": p.adapter,
+             **asdict(count_parameters(model, p, family))} for p in all_cells(ranks, adapter)]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -133,10 +145,12 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", required=True, choices=PRESETS, help="model preset")
+    parser.add_argument("--adapter", default=PAPER_ADAPTER, choices=ADAPTERS,
+                        help="LoRA variant (default: the paper's plain LoRA)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     model = build_model(args.llm, meta=True).model
-    rows = table(model, PRESET_FAMILY[args.llm])
+    rows = table(model, family_spec(PRESET_FAMILY[args.llm]), adapter=args.adapter)
     print(f"{args.llm}: {rows[0]['total']:,} parameters; baseline (full Q-Former) trains "
           f"{rows[0]['baseline_trainable']:,}")
     print(format_table(rows))

@@ -5,7 +5,8 @@ only the images change between epochs (augmentation), so the token ids are fixed
 
 Token layout: the one the checkpoints were instruction-tuned with (LAVIS blip2_t5_instruct /
 blip2_vicuna_instruct; transformers' ``InstructBlipProcessor`` builds the same prompt ids), and
-identical in training and scoring, so the scored likelihood is the trained one:
+identical in training and scoring, so the scored likelihood is the trained one (the prefix is
+the family's ``Family.prefix``, trainables.families):
 - T5 (encoder-decoder): encoder = ``num_query_tokens`` image tokens + prompt + ``</s>``;
   decoder target = candidate + ``</s>``, decoder input = start token + target[:-1].
 - LLaMA (decoder-only): image tokens, THEN the tokenizer's BOS (``</s>`` for the real Vicuna,
@@ -27,6 +28,7 @@ from typing import Sequence
 
 import torch
 
+from trainables.families import Family, family_spec
 from trainables.presets import ModelBundle, assert_image_tokens
 
 IGNORE = -100
@@ -37,8 +39,8 @@ IGNORE = -100
 class TokenSpec:
     """Token ids and layout facts batching and scoring need, taken from a ModelBundle."""
 
-    family: str
-    """``"t5"`` or ``"llama"``."""
+    family: Family
+    """The LLM family's spec: input layout and whether the answer goes to a decoder."""
     pad_id: int
     """LLM pad token (also T5's decoder start token)."""
     qformer_pad_id: int
@@ -50,7 +52,7 @@ class TokenSpec:
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle) -> "TokenSpec":
-        return cls(family=bundle.family, pad_id=int(bundle.llm_tokenizer.pad_token_id),
+        return cls(family=family_spec(bundle.family), pad_id=int(bundle.llm_tokenizer.pad_token_id),
                    qformer_pad_id=int(bundle.qformer_tokenizer.pad_token_id),
                    image_token_id=int(bundle.image_token_id),
                    num_query_tokens=int(bundle.num_query_tokens))
@@ -100,14 +102,9 @@ def _cut_left(ids: list[int], cap: int) -> list[int]:
 
 def llm_prefix(family: str, image_ids: list[int], prompt_ids: list[int], bos_id: int | None,
                eos_id: int) -> list[int]:
-    """The LLM input before the answer: T5 ``images + prompt + </s>``; LLaMA ``images + BOS +
-    prompt`` (InstructBlipProcessor: "BLIP expects image tokens to be at the beginning even
-    before BOS token"; LAVIS prepends the query embeddings to the BOS-led prompt)."""
-    if family == "t5":
-        return image_ids + prompt_ids + [eos_id]
-    if bos_id is None:
-        raise ValueError("a LLaMA-family tokenizer needs a bos_token (LAVIS/HF Vicuna: '</s>')")
-    return image_ids + [bos_id] + prompt_ids
+    """The LLM input before the answer, as the family's spec lays it out (trainables.families:
+    T5 ``images + prompt + </s>``; LLaMA ``images + BOS + prompt``)."""
+    return family_spec(family).prefix(image_ids, prompt_ids, bos_id, eos_id)
 
 
 def encode_examples(examples: Sequence, bundle: ModelBundle, max_prompt_tokens: int) -> list[EncodedProblem]:
@@ -169,7 +166,7 @@ def collate_train(problems: Sequence[EncodedProblem], pixel_values: torch.Tensor
     """Teacher-forced batch on each problem's correct candidate (right padding)."""
     q_ids, q_mask = qformer_inputs(problems, spec)
     targets = [p.candidate_ids[p.answer_index] for p in problems]
-    if spec.family == "t5":
+    if spec.family.encoder_decoder:
         input_ids, attention_mask = pad_right([p.prefix_ids for p in problems], spec.pad_id)
         labels, _ = pad_right(targets, IGNORE)
         dec_in, dec_mask = pad_right([(spec.pad_id,) + t[:-1] for t in targets], spec.pad_id)

@@ -14,15 +14,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from trainables import defaults
-from trainables.vocab import (
-    BENCHMARKS,
-    METHOD_SUBLAYERS,
-    PRESETS,
-    REAL_BENCHMARKS,
-    REAL_PRESETS,
-    check_choice,
-    check_method,
+from trainables.cell import Cell
+from trainables.methods import (
+    ADAPTERS, ALPHA_RULES, PAPER_ADAPTER, PAPER_ALPHA, PeftSetup, method_spec,
 )
+from trainables.vocab import BENCHMARKS, PRESETS, REAL_BENCHMARKS, REAL_PRESETS, check_choice
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
@@ -37,6 +33,10 @@ class TrialConfig:
     """Sublayers LoRA targets (valid values depend on method); None: "none" for baseline, "all" for both_lora."""
     rank: int | None = None
     """LoRA rank (paper: 1/2/4/8); the baseline's is 0 (None resolves to 0 for it)."""
+    adapter: str = PAPER_ADAPTER
+    """LoRA variant (trainables.methods.ADAPTERS: lora | dora | rslora | pissa)."""
+    alpha: str = PAPER_ALPHA
+    """lora_alpha rule (trainables.methods.ALPHA_RULES): fixed8 (the paper) | 2r."""
     llm: str = "tiny-t5"
     """Model preset (trainables.vocab.PRESETS)."""
     model_path: str | None = None
@@ -103,9 +103,18 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
     @property
+    def peft(self) -> PeftSetup:
+        """What this trial adapts and how (method, sublayer, rank, adapter, alpha rule)."""
+        return PeftSetup(self.method, self.sublayer, self.rank, self.adapter, self.alpha)
+
+    @property
+    def cell(self) -> Cell:
+        """The cell this trial belongs to (trainables.cell)."""
+        return Cell(self.benchmark, self.llm, self.peft)
+
+    @property
     def cell_id(self) -> str:
-        """The cell this trial belongs to (docs/ARCHITECTURE.md "Cell identity")."""
-        return f"{self.benchmark}|{self.llm}|{self.method}/{self.sublayer}|r{self.rank}"
+        return self.cell.id
 
     @property
     def effective_batch(self) -> int:
@@ -136,12 +145,14 @@ class TrialConfig:
 
     def _resolve_defaults(self) -> None:
         """Fill every None that means "preset default" from trainables.defaults."""
-        check_choice("method", self.method, tuple(METHOD_SUBLAYERS))
+        method = method_spec(self.method)
         check_choice("llm", self.llm, PRESETS)
+        check_choice("adapter", self.adapter, tuple(ADAPTERS))
+        check_choice("alpha rule", self.alpha, tuple(ALPHA_RULES))
         recipe = defaults.recipe_for(self.llm)
         fill = {
-            "sublayer": {"baseline": "none", "both_lora": "all"}.get(self.method),
-            "rank": 0 if self.method == "baseline" else None,
+            "sublayer": method.default_sublayer,
+            "rank": None if method.has_lora else 0,
             "cache_dir": defaults.PREPARED_CACHE_DIR,
             "lr": defaults.default_lr(self.method, self.llm),
             "epochs": recipe.epochs, "batch_size": recipe.batch_size,
@@ -158,14 +169,12 @@ class TrialConfig:
             object.__setattr__(self, "min_epochs", min(recipe.min_epochs, self.epochs))
         if self.sublayer is None:
             raise ValueError(f"trial config needs a sublayer for method {self.method!r}; "
-                             f"allowed: {', '.join(METHOD_SUBLAYERS[self.method])}")
+                             f"allowed: {', '.join(method.sublayers)}")
         if self.rank is None:
             raise ValueError(f"trial config needs a rank for method {self.method!r} (paper: 1, 2, 4, 8)")
 
     def _check_contradictions(self) -> None:
-        check_method(self.method, self.sublayer, self.rank)
-        if self.method == "baseline" and self.rank != 0:
-            raise ValueError(f"the baseline has no LoRA, so its rank must be 0, got {self.rank}")
+        self.peft.check()  # sublayer of the method, rank, LoRA options only where LoRA is
         check_choice("benchmark", self.benchmark, BENCHMARKS)
         check_choice("precision", self.precision, PRECISIONS)
         if self.benchmark in REAL_BENCHMARKS and self.data_root is None:
@@ -195,5 +204,5 @@ _INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", 
                "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
                "max_eval_examples", "num_threads")
 _FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor")
-_STR_FIELDS = ("method", "sublayer", "llm", "model_path", "benchmark", "data_root", "cache_dir",
+_STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "benchmark", "data_root", "cache_dir",
                "precision", "retune_of")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.vocab import PRESET_FAMILY, TINY_PRESETS, check_choice, PRESETS
+from trainables.methods import method_spec
+from trainables.vocab import PRESET_FAMILY, PRESETS, TINY_PRESETS, check_choice
 
 
 @dataclass(frozen=True)
@@ -60,16 +61,17 @@ TINY = Recipe(
 
 def recipe_for(preset: str) -> Recipe:
     """The default recipe of a model preset (a model path uses its family's paper recipe)."""
+    from trainables.families import family_spec  # local: families imports the recipes above
     check_choice("preset", preset, PRESETS)
     if preset in TINY_PRESETS:
         return TINY
-    return PAPER_T5 if PRESET_FAMILY[preset] == "t5" else PAPER_LLAMA
+    return family_spec(PRESET_FAMILY[preset]).recipe
 
 
 def default_lr(method: str, preset: str) -> float:
     """Paper rule: the lower rate whenever the whole Q-Former trains (baseline, llm_lora)."""
     recipe = recipe_for(preset)
-    return recipe.lr_full_qformer if method in ("baseline", "llm_lora") else recipe.lr_lora
+    return recipe.lr_full_qformer if method_spec(method).trains_full_qformer else recipe.lr_lora
 
 
 # Size of the embedded synthetic benchmarks (problems per split). 640 training problems: with

@@ -17,6 +17,7 @@ from torch import nn
 
 from trainables.checkpoint import load_tensors, read_meta
 from trainables.config import TrialConfig
+from trainables.families import family_spec
 from trainables.peft_targeting import apply_method
 from trainables.presets import ModelBundle, build_model
 
@@ -25,7 +26,7 @@ def load_trial_model(checkpoint: Path, which: str = "best") -> tuple[TrialConfig
     """Rebuild a trial's model and load its ``best`` (or ``last``) trainable tensors."""
     cfg = TrialConfig.from_dict(read_meta(checkpoint)["config"])
     bundle = build_model(cfg.llm, model_path=cfg.model_path, seed=cfg.seed)
-    model = apply_method(bundle.model, cfg.method, cfg.sublayer, cfg.rank, bundle.family)
+    model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
     load_tensors(model, Path(checkpoint) / which)
     return cfg, bundle, model
 

@@ -43,6 +43,7 @@ from trainables.data.examples import load_examples
 from trainables.data.images import ImageTransform
 from trainables.data.prepare import ensure_prepared, read_split_table
 from trainables.data.records import SPLITS
+from trainables.families import family_spec
 from trainables.peft_targeting import apply_method
 from trainables.predictions import SplitScores, category_metrics, predictions_table, write_predictions
 from trainables.presets import ModelBundle, build_model
@@ -76,7 +77,7 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
     device = torch.device(device)
     bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed)
     torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
-    model = apply_method(bundle.model, cfg.method, cfg.sublayer, cfg.rank, bundle.family)
+    model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
     prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
     limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
     encoded = {split: encode_examples(load_examples(prepared, split, bundle.image_size, limits[split]),
@@ -152,13 +153,7 @@ def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> t
 
 
 def _param_metrics(trial: Trial) -> dict[str, Any]:
-    cfg = trial.cfg
-    r = count_parameters(trial.model, cfg.method, cfg.sublayer, cfg.rank, trial.bundle.family)
-    return {"trainable_params": r.trainable, "total_params": r.total,
-            "trainable_fraction": r.trainable_fraction, "fraction_of_baseline": r.fraction_of_baseline,
-            "lora_params": r.lora_params_qformer + r.lora_params_llm,
-            "lora_params_qformer": r.lora_params_qformer, "lora_params_llm": r.lora_params_llm,
-            "qformer_trainable_fraction": r.qformer_trainable_fraction}
+    return count_parameters(trial.model, trial.cfg.peft, trial.spec.family).as_metrics()
 
 
 def should_stop(epochs_since_best: int, epochs_done: int, patience: int, min_epochs: int) -> bool:

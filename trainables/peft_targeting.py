@@ -1,4 +1,4 @@
-"""Which modules get LoRA and which tensors train, per method of the paper's Table 1.
+"""Which modules get LoRA and which tensors train, per PEFT setup (trainables.methods).
 
 Why one module: the trial, the dry-run planner and the parameter accounting must agree on
 exactly the same targets. Targets are anchored regular expressions over Hugging Face module
@@ -10,6 +10,8 @@ What trains besides LoRA (paper_spec.md): the learned ``query_tokens``, ``langua
 and ``vision_model.post_layernorm`` always; the whole Q-Former in the baseline and llm_lora rows;
 in qformer_lora / both_lora rows the Q-Former's own weights, norms and biases stay frozen. The
 ViT never trains. LoRA adapters stay unmerged (peft's default) so checkpoints hold adapters only.
+The adapter variant (DoRA, rsLoRA, PiSSA, ...) only changes the ``LoraConfig`` arguments, from
+its ``Adapter`` entry; the targets are the same Linear layers for every variant.
 """
 from __future__ import annotations
 
@@ -18,13 +20,11 @@ import re
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from trainables.vocab import check_choice, check_method
+from trainables.families import Family
+from trainables.methods import ALL, PeftSetup
 
-LORA_ALPHA = 8
-"""LoRA scaling numerator (authors' configs); the effective scale is alpha / r."""
 LORA_DROPOUT = 0.0
-"""Authors' configs: no dropout on the LoRA path."""
-FAMILIES: tuple[str, ...] = ("t5", "llama")
+"""Authors' configs: no dropout on the LoRA path (alpha: trainables.methods.ALPHA_RULES)."""
 
 _QF = r"qformer\.encoder\.layer\.\d+\."
 QFORMER_PATTERNS: dict[str, str] = {
@@ -35,35 +35,31 @@ QFORMER_PATTERNS: dict[str, str] = {
     # Both FFN linears of the text branch and of the query branch.
     "ffn": _QF + r"(intermediate|output|intermediate_query|output_query)\.dense",
 }
-_T5 = r"language_model\.(encoder|decoder)\.block\.\d+\.layer\.\d+\."
-_LLAMA = r"language_model\.model\.layers\.\d+\."
-LLM_PATTERNS: dict[str, dict[str, str]] = {
-    # T5 names all attention projections q/k/v/o: encoder self, decoder self and cross attention.
-    "t5": {"attn": _T5 + r"(SelfAttention|EncDecAttention)\.(q|v)",
-           "ffn": _T5 + r"DenseReluDense\.(wi_0|wi_1|wo)"},
-    "llama": {"attn": _LLAMA + r"self_attn\.(q_proj|v_proj)",
-              "ffn": _LLAMA + r"mlp\.(gate_proj|up_proj|down_proj)"},
-}
 ALWAYS_TRAINABLE_PREFIXES: tuple[str, ...] = (
     "query_tokens", "language_projection.", "vision_model.post_layernorm.",
 )
+COMPONENT_PREFIXES: dict[str, str] = {"qformer": "qformer.", "llm": "language_model."}
+"""Parameter-name prefix of each component a method may train fully."""
+LORA_PARAM_MARKERS: tuple[str, ...] = (".lora_A.", ".lora_B.", ".lora_magnitude_vector.")
+"""peft's adapter tensors: LoRA A/B and DoRA's magnitude vectors."""
 
 
 def _union(patterns: list[str]) -> str:
     return "|".join(f"(?:{p})" for p in patterns)
 
 
-def target_regex(method: str, sublayer: str, family: str) -> str | None:
-    """The anchored regex (for peft's full match) of the LoRA targets; None for the baseline."""
-    check_method(method, sublayer, 1)
-    check_choice("family", family, FAMILIES)
+def component_patterns(component: str, family: Family) -> dict[str, str]:
+    """Sublayer -> target regex inside one component (Q-Former: fixed; LLM: the family's)."""
+    return QFORMER_PATTERNS if component == "qformer" else family.llm_targets
+
+
+def target_regex(peft: PeftSetup, family: Family) -> str | None:
+    """The anchored regex (for peft's full match) of the LoRA targets; None without LoRA."""
     patterns: list[str] = []
-    if method in ("qformer_lora", "both_lora"):
-        keys = list(QFORMER_PATTERNS) if sublayer == "all" else [sublayer]
-        patterns += [QFORMER_PATTERNS[k] for k in keys]
-    if method in ("llm_lora", "both_lora"):
-        keys = ["attn", "ffn"] if sublayer == "all" else [sublayer]
-        patterns += [LLM_PATTERNS[family][k] for k in keys]
+    for component in peft.spec.lora:
+        table = component_patterns(component, family)
+        keys = list(table) if peft.sublayer == ALL else [peft.sublayer]
+        patterns += [table[k] for k in keys]
     return _union(patterns) if patterns else None
 
 
@@ -72,9 +68,9 @@ def base_model_of(model: nn.Module) -> nn.Module:
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
-def lora_target_names(model: nn.Module, method: str, sublayer: str, family: str) -> list[str]:
+def lora_target_names(model: nn.Module, peft: PeftSetup, family: Family) -> list[str]:
     """Names (in the unwrapped model) of the nn.Linear modules that get LoRA, sorted."""
-    regex = target_regex(method, sublayer, family)
+    regex = target_regex(peft, family)
     if regex is None:
         return []
     pattern = re.compile(regex)
@@ -87,88 +83,62 @@ def lora_target_names(model: nn.Module, method: str, sublayer: str, family: str)
     return sorted(names)
 
 
-def lora_param_count(model: nn.Module, method: str, sublayer: str, family: str, rank: int) -> dict[str, int]:
-    """LoRA parameters per component computed from target shapes: r * (in + out) per Linear.
+def lora_param_count(model: nn.Module, peft: PeftSetup, family: Family) -> dict[str, int]:
+    """Adapter parameters per component from target shapes: r * (in + out) per Linear, plus
+    out_features per Linear for a variant with a magnitude vector (DoRA).
 
     Why analytic: accounting on real-size meta models must not need a peft wrapper per cell.
     """
     counts = {"qformer": 0, "llm": 0}
     modules = dict(base_model_of(model).named_modules())
-    for name in lora_target_names(model, method, sublayer, family):
+    magnitude = peft.adapter_spec.magnitude_per_linear
+    for name in lora_target_names(model, peft, family):
         layer = modules[name]
         layer = getattr(layer, "base_layer", layer)
         component = "qformer" if name.startswith("qformer.") else "llm"
-        counts[component] += rank * (layer.in_features + layer.out_features)
+        counts[component] += peft.rank * (layer.in_features + layer.out_features) \
+            + (layer.out_features if magnitude else 0)
     return counts
 
 
-def full_trainable_prefixes(method: str) -> tuple[str, ...]:
-    """Prefixes of parameters that train fully (not via LoRA) for this method."""
-    if method in ("baseline", "llm_lora"):
-        return ALWAYS_TRAINABLE_PREFIXES + ("qformer.",)
-    return ALWAYS_TRAINABLE_PREFIXES
+def full_trainable_prefixes(peft: PeftSetup) -> tuple[str, ...]:
+    """Prefixes of parameters that train fully (not via LoRA) for this setup."""
+    return ALWAYS_TRAINABLE_PREFIXES + tuple(COMPONENT_PREFIXES[c] for c in peft.spec.full)
 
 
-def set_full_trainables(model: nn.Module, method: str) -> None:
+def set_full_trainables(model: nn.Module, peft: PeftSetup) -> None:
     """requires_grad on the non-LoRA tensors that train; everything else except LoRA is frozen."""
-    prefixes = full_trainable_prefixes(method)
+    prefixes = full_trainable_prefixes(peft)
     for name, param in base_model_of(model).named_parameters():
         if "lora_" in name:
             continue
         param.requires_grad_(name.startswith(prefixes))
 
 
-def check_cell(method: str, sublayer: str, rank: int) -> None:
-    """vocab.check_method plus: the baseline has no LoRA, so its rank must be 0."""
-    check_method(method, sublayer, rank)
-    if method == "baseline" and rank != 0:
-        raise ValueError(f"rank must be 0 for method 'baseline' (no LoRA), got {rank!r}")
+def lora_config(peft: PeftSetup, family: Family) -> LoraConfig:
+    """The peft config of a LoRA setup: rank, the alpha rule's alpha, the variant's options."""
+    return LoraConfig(
+        r=peft.rank, lora_alpha=peft.lora_alpha, lora_dropout=LORA_DROPOUT, bias="none",
+        target_modules=target_regex(peft, family),
+        # Default init: B = 0, so the wrapped model starts unchanged (PiSSA overrides it).
+        **{"init_lora_weights": True, **peft.adapter_spec.lora_kwargs})
 
 
-def apply_method(model: nn.Module, method: str, sublayer: str, rank: int, family: str) -> nn.Module:
-    """Prepare ``model`` for one Table-1 row: peft-wrap LoRA rows, set requires_grad everywhere.
+def apply_method(model: nn.Module, peft: PeftSetup, family: Family) -> nn.Module:
+    """Prepare ``model`` for one setup: peft-wrap LoRA rows, set requires_grad everywhere.
 
-    Returns the peft ``PeftModel`` (LoRA rows) or ``model`` itself (baseline, rank 0). The
-    PeftModel forwards all keyword inputs (pixel_values, qformer_input_ids, ...) to the model.
+    Returns the peft ``PeftModel`` (LoRA rows) or ``model`` itself (no LoRA). The PeftModel
+    forwards all keyword inputs (pixel_values, qformer_input_ids, ...) to the model.
     """
-    check_cell(method, sublayer, rank)
-    check_choice("family", family, FAMILIES)
-    if method == "baseline":
-        set_full_trainables(model, method)
+    if not peft.spec.has_lora:
+        set_full_trainables(model, peft)
         return model
-    regex = target_regex(method, sublayer, family)
     model.requires_grad_(False)
-    config = LoraConfig(
-        r=rank, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, bias="none",
-        target_modules=regex, init_lora_weights=True,  # B = 0: the wrapped model starts unchanged
-    )
-    wrapped = get_peft_model(model, config)
-    set_full_trainables(wrapped, method)
+    wrapped = get_peft_model(model, lora_config(peft, family))
+    set_full_trainables(wrapped, peft)
     return wrapped
 
 
-def trainable_names(model: nn.Module) -> list[str]:
-    """Names of the parameters with requires_grad, as in ``model.named_parameters()``."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
 def is_lora_param(name: str) -> bool:
-    """True for peft LoRA tensors (lora_A / lora_B weights)."""
-    return ".lora_A." in name or ".lora_B." in name
-
-
-def check_vit_frozen(model: nn.Module) -> None:
-    """Raise if anything in the ViT except post_layernorm would train (a guard for callers)."""
-    bad = [n for n, p in base_model_of(model).named_parameters()
-           if p.requires_grad and n.startswith("vision_model.")
-           and not n.startswith("vision_model.post_layernorm.")]
-    if bad:
-        raise ValueError(f"ViT parameters must stay frozen, found trainable: {bad[:3]}")
-
-
-__all__ = [
-    "apply_method", "check_cell", "lora_target_names", "base_model_of", "full_trainable_prefixes",
-    "lora_param_count", "target_regex",
-    "set_full_trainables", "trainable_names", "is_lora_param", "check_vit_frozen",
-    "LORA_ALPHA", "LORA_DROPOUT",
-]
+    """True for peft adapter tensors (LoRA A / B weights, DoRA magnitudes)."""
+    return any(marker in name for marker in LORA_PARAM_MARKERS)

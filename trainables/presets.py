@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from trainables.families import family_for_model_type
 from trainables.real_configs import HF_REPO_IDS, QFORMER, REAL_CONFIGS, VISION
 from trainables.vocab import PRESET_FAMILY, PRESETS, REAL_PRESETS, check_choice
 
@@ -144,10 +145,7 @@ def _bundle(model, preset: str, family: str, qtok, ltok) -> ModelBundle:
 
 
 def _family_of(config: InstructBlipConfig, source: str) -> str:
-    model_type = config.text_config.model_type
-    if model_type not in ("t5", "llama"):
-        raise ValueError(f"{source}: LLM type {model_type!r} is not supported; allowed: t5, llama")
-    return model_type
+    return family_for_model_type(config.text_config.model_type, source).name
 
 
 def _load_real(preset: str, model_path: str | None, device: str, dtype: torch.dtype) -> ModelBundle:

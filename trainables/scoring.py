@@ -68,8 +68,8 @@ def _prefix_embeds(m: nn.Module, problems: Sequence[EncodedProblem], pixel_value
     return embeds.masked_scatter(image_mask, feats.to(embeds.dtype))
 
 
-def _score_t5(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
-              spec: TokenSpec) -> torch.Tensor:
+def _score_encoder_decoder(m: nn.Module, problems: Sequence[EncodedProblem],
+                           pixel_values: torch.Tensor, spec: TokenSpec) -> torch.Tensor:
     device = pixel_values.device
     ids, mask = (t.to(device) for t in pad_right([p.prefix_ids for p in problems], spec.pad_id))
     lm = m.language_model
@@ -101,8 +101,8 @@ def _shared_cross_attention(lm: nn.Module, encoded: torch.Tensor, owner: torch.T
     return cache
 
 
-def _score_llama(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
-                 spec: TokenSpec) -> torch.Tensor:
+def _score_decoder_only(m: nn.Module, problems: Sequence[EncodedProblem],
+                        pixel_values: torch.Tensor, spec: TokenSpec) -> torch.Tensor:
     device = pixel_values.device
     ids, mask = (t.to(device) for t in pad_left([p.prefix_ids for p in problems], spec.pad_id))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -151,7 +151,7 @@ def score_candidates(model: nn.Module, problems: Sequence[EncodedProblem], pixel
                      spec: TokenSpec, precision: Precision) -> ScoreResult:
     """Batched, prefix-shared scores of all candidates of ``problems`` (pixel_values in order)."""
     with _eval_mode(model) as m, precision.autocast():
-        score = _score_t5 if spec.family == "t5" else _score_llama
+        score = _score_encoder_decoder if spec.family.encoder_decoder else _score_decoder_only
         nll = score(m, problems, pixel_values, spec)
     return _result(nll, [len(p.candidate_ids) for p in problems])
 

@@ -1,19 +1,11 @@
-"""The vocabulary every part of the project shares: methods, sublayers, presets, benchmarks.
+"""The vocabulary every part of the project shares: ranks, presets, benchmarks.
 
 Kept in one small module so that the trial config, the search spaces, YAML validation and the
 dry-run planner all reject the same unknown values with the same allowed lists.
 """
 from __future__ import annotations
 
-# Rows of the paper's Table 1: method -> the sublayers it may target.
-# "none" is the baseline's only sublayer (no LoRA anywhere; the Q-Former is fully fine-tuned).
-METHOD_SUBLAYERS: dict[str, tuple[str, ...]] = {
-    "baseline": ("none",),
-    "llm_lora": ("ffn", "attn", "all"),
-    "qformer_lora": ("ffn", "self_attn", "cross_attn", "all"),
-    "both_lora": ("all",),
-}
-METHODS: tuple[str, ...] = tuple(METHOD_SUBLAYERS)
+# Methods, sublayers and adapter variants are data in trainables.methods.
 PAPER_RANKS: tuple[int, ...] = (1, 2, 4, 8)
 
 # Model presets. The tiny ones have the real topology at toy size and need no download; the
@@ -49,16 +41,3 @@ def check_choice(kind: str, value: object, allowed: tuple[str, ...]) -> str:
         raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
     return str(value)
 
-
-def check_method(method: str, sublayer: str, rank: int) -> None:
-    """Reject an unknown method, a sublayer the method cannot target, or a non-positive rank."""
-    check_choice("method", method, METHODS)
-    allowed = METHOD_SUBLAYERS[method]
-    if sublayer not in allowed:
-        raise ValueError(
-            f"sublayer {sublayer!r} is not valid for method {method!r}; allowed: {', '.join(allowed)}"
-        )
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    if method != "baseline" and rank <= 0:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")

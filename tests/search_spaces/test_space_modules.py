@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from orchestrator.spaces import SPACE_MODULES, load_space
-from trainables.vocab import METHOD_SUBLAYERS
+from trainables.methods import METHODS
 
 
 @pytest.mark.parametrize("name", sorted(SPACE_MODULES) + ["lr_retune"])
@@ -37,7 +37,7 @@ def test_row_group_spaces(name, method, count):
     space = load_space(name)
     assert len(space.cells) == count
     assert {c["method"] for c in space.cells} == {method}
-    assert {c["sublayer"] for c in space.cells} == set(METHOD_SUBLAYERS[method])
+    assert {c["sublayer"] for c in space.cells} == set(METHODS[method].sublayers)
 
 
 def test_smoke_is_small_and_covers_every_group():

@@ -17,11 +17,12 @@ from trainables.scoring import score_candidates
 from trainables.batching import stack_images
 
 
-def _run(tmp_path_factory, method, sublayer, rank):
+def _run(tmp_path_factory, method, sublayer, rank, adapter="lora"):
     cache = tmp_path_factory.getbasetemp() / "prepared"
     cfg = TrialConfig.from_dict({"method": method, "sublayer": sublayer, "rank": rank, "llm": "tiny-t5",
                                  "benchmark": "synth-iconqa", "epochs": 2, "cache_dir": str(cache),
-                                 "max_train_examples": 32, "max_eval_examples": 16, "seed": 5})
+                                 "max_train_examples": 32, "max_eval_examples": 16, "seed": 5,
+                                 "adapter": adapter})
     keep = tmp_path_factory.mktemp(method)
     reports = []
 
@@ -51,6 +52,19 @@ def test_checkpoint_holds_only_trainable_tensors(lora_run):
     # last + best tensors, two Adam moments (fp32) and pickling overhead: never the frozen base
     size = reports[-1]["checkpoint_mb"] * 2**20
     assert size < 6 * 4 * reports[0]["trainable_params"] + 100_000 < 4 * reports[0]["total_params"]
+
+
+@pytest.mark.parametrize("adapter", ["dora", "pissa"])
+def test_variant_checkpoints_hold_their_adapter_tensors_and_reload(tmp_path_factory, adapter):
+    """DoRA's magnitudes go with the adapter; PiSSA's residual base is rebuilt from the seed."""
+    cfg, reports, ckpt = _run(tmp_path_factory, "qformer_lora", "all", 2, adapter)
+    adapter_file = load_file(str(ckpt / "best" / "adapter" / "adapter_model.safetensors"))
+    extra = load_file(str(ckpt / "best" / "extra.safetensors"))
+    assert sum(t.numel() for t in [*adapter_file.values(), *extra.values()]) == \
+        reports[0]["trainable_params"]
+    trial = build_trial(cfg)
+    load_tensors(trial.model, ckpt / "best")
+    assert evaluate(trial, "val")[0] == reports[-1]["best_val_acc"]
 
 
 def test_reloading_into_a_fresh_model_reproduces_val_accuracy(lora_run):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trainables.families import family_spec
+from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method, is_lora_param, lora_target_names, target_regex
 from trainables.presets import build_model
 
@@ -99,13 +101,13 @@ def _step_changes_exactly_trainables(model, batch) -> None:
 @pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
 def test_lora_rows(preset, method, sublayer, rank, tiny_batch):
     bundle = build_model(preset)
-    family = bundle.family
-    targets = expected_targets(method, sublayer, family)
-    assert set(lora_target_names(bundle.model, method, sublayer, family)) == targets
-    model = apply_method(bundle.model, method, sublayer, rank, family)
+    family, peft = family_spec(bundle.family), PeftSetup(method, sublayer, rank)
+    targets = expected_targets(method, sublayer, bundle.family)
+    assert set(lora_target_names(bundle.model, peft, family)) == targets
+    model = apply_method(bundle.model, peft, family)
     lora_modules = {_strip(n).split(".lora_")[0] for n, _ in model.named_parameters() if is_lora_param(n)}
     assert lora_modules == targets
-    assert set(lora_target_names(model, method, sublayer, family)) == targets  # works wrapped too
+    assert set(lora_target_names(model, peft, family)) == targets  # works wrapped too
     for name, param in model.named_parameters():
         if ".lora_B." in name:
             assert param.shape[1] == rank and not param.any(), name  # B zero-init: no change at start
@@ -120,9 +122,10 @@ def test_lora_rows(preset, method, sublayer, rank, tiny_batch):
 @pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
 def test_baseline_trains_qformer_and_always_trainables_only(preset, tiny_batch):
     bundle = build_model(preset)
-    model = apply_method(bundle.model, "baseline", "none", 0, bundle.family)
+    peft, family = PeftSetup("baseline", "none", 0), family_spec(bundle.family)
+    model = apply_method(bundle.model, peft, family)
     assert model is bundle.model
-    assert lora_target_names(model, "baseline", "none", bundle.family) == []
+    assert lora_target_names(model, peft, family) == []
     _check_requires_grad(model, "baseline", set())
     _step_changes_exactly_trainables(model, tiny_batch(bundle))
 
@@ -133,13 +136,13 @@ def test_wrapped_model_starts_identical_to_the_base(tiny_batch):
     batch = tiny_batch(bundle)
     with torch.no_grad():
         expected = bundle.model(**batch).logits
-        wrapped = apply_method(bundle.model, "both_lora", "all", 4, "t5")
+        wrapped = apply_method(bundle.model, PeftSetup("both_lora", "all", 4), family_spec("t5"))
         assert torch.allclose(wrapped(**batch).logits, expected)
 
 
 def test_save_pretrained_holds_adapters_only(tmp_path):
     bundle = build_model("tiny-llama")
-    model = apply_method(bundle.model, "qformer_lora", "all", 2, "llama")
+    model = apply_method(bundle.model, PeftSetup("qformer_lora", "all", 2), family_spec("llama"))
     model.save_pretrained(str(tmp_path))
     from safetensors.torch import load_file
     saved = load_file(str(tmp_path / "adapter_model.safetensors"))
@@ -147,25 +150,32 @@ def test_save_pretrained_holds_adapters_only(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("lora", "all", 2, "t5"), r"unknown method 'lora'; allowed: baseline, llm_lora, qformer_lora, both_lora"),
-    (("qformer_lora", "attn", 2, "t5"), r"sublayer 'attn' is not valid for method 'qformer_lora'; "
-                                        r"allowed: ffn, self_attn, cross_attn, all"),
-    (("llm_lora", "cross_attn", 2, "t5"), r"sublayer 'cross_attn' .* allowed: ffn, attn, all"),
-    (("both_lora", "all", 0, "t5"), r"rank must be a positive integer, got 0"),
-    (("both_lora", "all", -1, "t5"), r"rank must be a positive integer, got -1"),
-    (("both_lora", "all", 2.0, "t5"), r"rank must be a positive integer, got 2.0"),
-    (("both_lora", "all", "2", "t5"), r"rank must be a positive integer, got '2'"),
-    (("baseline", "none", 4, "t5"), r"rank must be 0 for method 'baseline'"),
-    (("both_lora", "all", 2, "gpt"), r"unknown family 'gpt'; allowed: t5, llama"),
+    (("lora", "all", 2), r"unknown method 'lora'; allowed: baseline, llm_lora, qformer_lora, both_lora"),
+    (("qformer_lora", "attn", 2), r"sublayer 'attn' is not valid for method 'qformer_lora'; "
+                                  r"allowed: ffn, self_attn, cross_attn, all"),
+    (("llm_lora", "cross_attn", 2), r"sublayer 'cross_attn' .* allowed: ffn, attn, all"),
+    (("both_lora", "all", 0), r"rank must be a positive integer, got 0"),
+    (("both_lora", "all", -1), r"rank must be a positive integer, got -1"),
+    (("both_lora", "all", 2.0), r"rank must be a positive integer, got 2.0"),
+    (("both_lora", "all", "2"), r"rank must be a positive integer, got '2'"),
+    (("baseline", "none", 4), r"method 'baseline' has no LoRA, so its rank must be 0, got 4"),
+    (("baseline", "none", 0, "dora"), r"method 'baseline' has no LoRA, so its adapter must be 'lora'"),
+    (("both_lora", "all", 2, "vera"), r"unknown adapter 'vera'; allowed: lora, dora, rslora, pissa"),
+    (("both_lora", "all", 2, "lora", "r"), r"unknown alpha rule 'r'; allowed: fixed8, 2r"),
 ])
-def test_bad_input_is_one_clear_error(args, message):
-    model = build_model("tiny-t5").model
+def test_bad_setup_is_one_clear_error(args, message):
     with pytest.raises(ValueError, match=message):
-        apply_method(model, *args)
+        PeftSetup(*args)
+
+
+def test_unknown_family_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"unknown LLM family 'gpt': trainables.families has no "
+                                         r"spec for it \(known: t5, llama\)"):
+        family_spec("gpt")
 
 
 def test_regexes_are_anchored():
-    regex = target_regex("both_lora", "all", "t5")
+    regex = target_regex(PeftSetup("both_lora", "all", 1), family_spec("t5"))
     import re
     assert not re.fullmatch(regex, "qformer.encoder.layer.0.attention.output.dense")
     assert not re.fullmatch(regex, "qformer.encoder.layer.0.attention.attention.key")

@@ -4,6 +4,8 @@ import torch
 
 from trainables.batching import TokenSpec, encode_examples
 from trainables.data.examples import Example
+from trainables.families import family_spec
+from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
 from trainables.scoring import score_candidates, score_naive
@@ -30,7 +32,7 @@ def _problems(bundle, n=6):
 def lora_bundle(request):
     """A both_lora model whose LoRA B matrices are non-zero, so the peft path changes the scores."""
     bundle = build_model(request.param, seed=1)
-    model = apply_method(bundle.model, "both_lora", "all", 2, bundle.family)
+    model = apply_method(bundle.model, PeftSetup("both_lora", "all", 2), family_spec(bundle.family))
     gen = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for name, p in model.named_parameters():

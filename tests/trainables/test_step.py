@@ -6,6 +6,8 @@ import torch
 
 from trainables.batching import TokenSpec, collate_train, encode_examples
 from trainables.data.examples import Example
+from trainables.families import family_spec
+from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
 from trainables.step import Precision, lr_at_epoch, make_optimizer, resolve_precision, train_step
@@ -26,7 +28,7 @@ def _batch(bundle, rows, seed=0):
 @pytest.fixture(params=["tiny-t5", "tiny-llama"])
 def setup(request):
     bundle = build_model(request.param, seed=0)
-    model = apply_method(bundle.model, "both_lora", "all", 2, bundle.family)
+    model = apply_method(bundle.model, PeftSetup("both_lora", "all", 2), family_spec(bundle.family))
     model.eval()  # no dropout: updates must be comparable exactly
     return bundle, model
 
