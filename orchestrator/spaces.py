@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from orchestrator.safe_yaml import YamlInputError, load_yaml_file
 from trainables.cell import Cell
 from trainables.config import TrialConfig
+from trainables.excerpt import excerpt
 from trainables.methods import METHODS, PeftSetup
 from trainables.vocab import OFFLINE_STAND_IN
 
@@ -73,7 +73,7 @@ def load_space(name_or_path: str) -> Space:
     if name_or_path not in SPACE_MODULES:
         hint = " (lr_retune is the re-tuning distribution, used after a grid)" \
             if name_or_path == "lr_retune" else ""
-        raise SpaceError(f"unknown space {name_or_path!r}{hint}; allowed: "
+        raise SpaceError(f"unknown space {excerpt(name_or_path)}{hint}; allowed: "
                          f"{', '.join(SPACE_MODULES)} or a FILE.yaml")
     module = importlib.import_module(SPACE_MODULES[name_or_path])
     return space_from_param_space(name_or_path, module.SPACE)
@@ -83,7 +83,7 @@ def space_from_param_space(name: str, param_space: dict[str, Any]) -> Space:
     """Read a module's Ray Tune param space: {"cell": grid_search([...]), **overrides}."""
     cell_spec = param_space.get("cell")
     if not isinstance(cell_spec, dict) or "grid_search" not in cell_spec:
-        raise SpaceError(f"space {name!r}: SPACE needs 'cell': tune.grid_search([cell dicts])")
+        raise SpaceError(f"space {excerpt(name)}: SPACE needs 'cell': tune.grid_search([cell dicts])")
     overrides = {k: v for k, v in param_space.items() if k != "cell"}
     _check_overrides(name, overrides)
     cells = [_check_cell(name, i, dict(c)) for i, c in enumerate(cell_spec["grid_search"])]
@@ -92,19 +92,17 @@ def space_from_param_space(name: str, param_space: dict[str, Any]) -> Space:
 
 def load_yaml_space(path: Path) -> Space:
     """Parse a YAML space in the shared vocabulary (see docs in README / --help)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"space file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as err:
-        raise SpaceError(f"space file {str(path)!r} is not valid YAML: {err}") from None
+    try:  # bounded: no aliases, no duplicate keys, regular files of at most 64 KiB
+        data = load_yaml_file(path, "space file")
+    except YamlInputError as err:
+        raise SpaceError(str(err)) from None
     if not isinstance(data, dict):
-        raise SpaceError(f"space file {str(path)!r} must hold a mapping with keys "
+        raise SpaceError(f"space file {excerpt(str(path), 200)} must hold a mapping with keys "
                          f"{', '.join(YAML_GRID_KEYS)}")
-    where = f"space file {str(path)!r}"
-    unknown = sorted(set(data) - set(YAML_GRID_KEYS) - set(OVERRIDE_KEYS))
+    where = f"space file {excerpt(str(path), 200)}"
+    unknown = set(data) - set(YAML_GRID_KEYS) - set(OVERRIDE_KEYS)
     if unknown:
-        raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+        raise SpaceError(f"{where}: unknown key(s) {key_list(unknown)}; allowed: "
                          f"{', '.join(YAML_GRID_KEYS + OVERRIDE_KEYS)}")
     overrides = {k: v for k, v in data.items() if k not in YAML_GRID_KEYS}
     _check_overrides(where, overrides)
@@ -117,10 +115,10 @@ def load_yaml_space(path: Path) -> Space:
     if needs_rank and ranks is None:
         raise SpaceError(f"{where}: 'ranks' is required for LoRA methods (paper: [1, 2, 4, 8])")
     if not isinstance(ranks, list):
-        raise SpaceError(f"{where}: 'ranks' must be a list of positive integers, got {ranks!r}")
+        raise SpaceError(f"{where}: 'ranks' must be a list of positive integers, got {excerpt(ranks)}")
     for rank in ranks:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-            raise SpaceError(f"{where}: bad rank {rank!r}; ranks must be positive integers")
+            raise SpaceError(f"{where}: bad rank {excerpt(rank)}; ranks must be positive integers")
     lr = overrides.pop("lr", None)
     cells = [
         {"benchmark": b, "llm": llm, "method": m, "sublayer": s, "rank": r, "lr": lr}
@@ -138,27 +136,27 @@ def _yaml_methods(where: str, raw: Any) -> list[tuple[str, tuple[str, ...]]]:
     default to every sublayer of the method."""
     if not isinstance(raw, list):
         raise SpaceError(f"{where}: 'methods' must be a list (of names or "
-                         f"{{method: NAME, sublayers: [...]}}), got {raw!r}")
+                         f"{{method: NAME, sublayers: [...]}}), got {excerpt(raw)}")
     out = []
     for entry in raw:
         if isinstance(entry, str):
             entry = {"method": entry}
         if not isinstance(entry, dict) or "method" not in entry:
-            raise SpaceError(f"{where}: bad methods entry {entry!r}; expected a method name or "
+            raise SpaceError(f"{where}: bad methods entry {excerpt(entry)}; expected a method name or "
                              f"{{method: NAME, sublayers: [...]}}")
-        extra = sorted(set(entry) - {"method", "sublayers"})
+        extra = set(entry) - {"method", "sublayers"}
         if extra:
-            raise SpaceError(f"{where}: unknown key(s) {', '.join(extra)} in methods entry; "
+            raise SpaceError(f"{where}: unknown key(s) {key_list(extra)} in methods entry; "
                              f"allowed: method, sublayers")
         method = entry["method"]
         if method not in METHODS:
-            raise SpaceError(f"{where}: unknown method {method!r}; allowed: {', '.join(METHODS)}")
+            raise SpaceError(f"{where}: unknown method {excerpt(method)}; allowed: {', '.join(METHODS)}")
         subs = entry.get("sublayers", list(METHODS[method].sublayers))
         if not isinstance(subs, list) or not subs:
             raise SpaceError(f"{where}: sublayers of {method} must be a non-empty list")
         for sub in subs:
             if sub not in METHODS[method].sublayers:
-                raise SpaceError(f"{where}: sublayer {sub!r} does not exist for {method}; "
+                raise SpaceError(f"{where}: sublayer {excerpt(sub)} does not exist for {method}; "
                                  f"allowed: {', '.join(METHODS[method].sublayers)}")
         out.append((method, tuple(subs)))
     return out
@@ -166,18 +164,25 @@ def _yaml_methods(where: str, raw: Any) -> list[tuple[str, tuple[str, ...]]]:
 
 def _name_list(where: str, key: str, raw: Any, allowed: tuple[str, ...]) -> list[str]:
     if not isinstance(raw, list):
-        raise SpaceError(f"{where}: {key!r} must be a list, got {raw!r}")
+        raise SpaceError(f"{where}: {key!r} must be a list, got {excerpt(raw)}")
     for name in raw:
         if name not in allowed:
-            raise SpaceError(f"{where}: unknown {key[:-1]} {name!r}; allowed: {', '.join(allowed)}")
+            raise SpaceError(f"{where}: unknown {key[:-1]} {excerpt(name)}; allowed: {', '.join(allowed)}")
     return raw
 
 
 def _check_overrides(where: str, overrides: dict[str, Any]) -> None:
-    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    unknown = set(overrides) - set(OVERRIDE_KEYS)
     if unknown:
-        raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+        raise SpaceError(f"{where}: unknown key(s) {key_list(unknown)}; allowed: "
                          f"cell, {', '.join(OVERRIDE_KEYS)}")
+
+
+def key_list(keys: Any, most: int = 8) -> str:
+    """Unknown keys for an error message: sorted as text, each and their number bounded."""
+    names = sorted(str(k) if len(str(k)) <= 40 else str(k)[:40] + "..." for k in keys)
+    more = f" (+{len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _check_cell(where: str, index: int, cell: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +251,7 @@ def _pairs(option: str, args: list[str], allowed: tuple[str, ...]) -> list[tuple
     for arg in args:
         paper, sep, value = arg.partition("=")
         if not sep or paper not in allowed or not value:
-            raise SpaceError(f"{option} {arg!r}: expected NAME=VALUE with NAME in {', '.join(allowed)}")
+            raise SpaceError(f"{option} {excerpt(arg)}: expected NAME=VALUE with NAME in {', '.join(allowed)}")
         out.append((paper, value))
     return out
 

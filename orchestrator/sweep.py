@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.spaces import SPACE_MODULES, SpaceError
+from trainables.excerpt import one_line
 
 DESCRIPTION = """\
 Run the paper's LoRA ablation (or any search space) as a Ray Tune sweep.
@@ -132,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             return driver.dry_run(prepared, args)
         return driver.run(prepared, args, argv=argv)
     except (SpaceError, driver.SweepError) as err:
-        parser.error(str(err))
-    return 2
+        # One line naming the culprit (no usage block: the options parsed fine).
+        print(f"sweep: error: {one_line(str(err))}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

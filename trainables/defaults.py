@@ -96,3 +96,16 @@ NUM_THREADS = 1
 """torch intra-op threads per trial: 1, so that concurrent trials on a small machine don't fight."""
 PREPARED_CACHE_DIR = ".cache/prepared"
 """Where prepared benchmarks are written when a trial config gives no cache_dir (relative: cwd)."""
+
+# Input limits: what a legitimate input never exceeds, so a hostile or broken one fails with a
+# clear error instead of eating the machine (a YAML alias bomb, /dev/zero as an image).
+MAX_SPACE_FILE_BYTES = 64 * 1024
+"""A YAML search space (the full grid is ~300 bytes)."""
+MAX_SPACE_DEPTH = 16
+"""Nesting depth of a YAML space (the vocabulary needs 4)."""
+MAX_JSON_FILE_BYTES = 1 << 30
+"""A benchmark's JSON index (ScienceQA's problems.json is ~40 MB)."""
+MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024
+"""One benchmark image file (ScienceQA/IconQA images are kilobytes)."""
+ERROR_EXCERPT_CHARS = 80
+"""The most of a user's value an error message quotes."""

@@ -37,7 +37,7 @@ epochs: 3
     ("methods: [llm_lora]\nranks: [1]\nllms: []\n", "grid is empty"),
     ("methods: [fancy_lora]\nranks: [1]\n", "unknown method 'fancy_lora'"),
     ("methods: [baseline]\nllms: [gpt-4]\n", "unknown llm 'gpt-4'"),
-    ("methods: [baseline\n", "not valid YAML"),
+    ("methods: [baseline\n", "not usable YAML"),
     ("- a list\n", "must hold a mapping"),
     ("methods: [llm_lora]\n", "'ranks' is required"),
 ])

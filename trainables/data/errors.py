@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainables.excerpt import excerpt
+
 
 class DataError(ValueError):
     """A benchmark record or file is unusable. The message names file, pid and field so a user
@@ -15,7 +17,7 @@ class DataError(ValueError):
         self.field = field
         where = [f"file {self.file}"]
         if pid is not None:
-            where.append(f"pid {pid!r}")
+            where.append(f"pid {excerpt(pid)}")
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {problem}")

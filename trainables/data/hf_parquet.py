@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from trainables.data.errors import DataError
 from trainables.data.records import SPLITS, Record, check_record, text_field
 from trainables.data.scienceqa import META_FIELDS
+from trainables.excerpt import excerpt
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "question", "choices", "answer")
 SPLIT_NAMES: dict[str, str] = {"train": "train", "validation": "val", "val": "val", "test": "test"}
@@ -63,10 +64,10 @@ def _pid(row: dict, split: str, position: int) -> str:
 def _record(row: dict, split: str, pid: str, file: Path) -> Record:
     choices = row.get("choices")
     if not isinstance(choices, list):
-        raise DataError(file, f"choices must be a list, got {choices!r}", pid=pid, field="choices")
+        raise DataError(file, f"choices must be a list, got {excerpt(choices)}", pid=pid, field="choices")
     answer = row.get("answer")
     if isinstance(answer, bool) or not isinstance(answer, int):
-        raise DataError(file, f"answer must be an integer index, got {answer!r}", pid=pid, field="answer")
+        raise DataError(file, f"answer must be an integer index, got {excerpt(answer)}", pid=pid, field="answer")
     def text(key: str) -> str:
         return text_field(row, key, pid=pid, file=file)
 

@@ -16,6 +16,7 @@ from trainables.data.records import (
     text_field,
 )
 from trainables.data.scienceqa import read_split_lists
+from trainables.excerpt import excerpt
 
 SUBTASK = "choose_txt"
 META_FIELDS: tuple[str, ...] = ("ques_type", "grade", "label")
@@ -27,7 +28,7 @@ def _record(data_root: Path, pid: str, raw: Any, split: str, file: Path) -> Reco
     # The folder is the problem's own split field when it has one (a re-split keeps files in place).
     own_split = raw.get("split", split)
     if not isinstance(own_split, str):
-        raise DataError(file, f"split must be a string, got {own_split!r}", pid=pid, field="split")
+        raise DataError(file, f"split must be a string, got {excerpt(own_split)}", pid=pid, field="split")
     path = safe_join(data_root, "iconqa", own_split, SUBTASK, pid, "image.png", pid=pid, field="image", file=file)
     rec = Record(
         pid=pid, split=split, kind="iconqa",

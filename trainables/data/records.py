@@ -14,7 +14,10 @@ from typing import Any
 
 from PIL import Image
 
+from trainables.bounded_read import UnreadableInput, decode_utf8, read_regular
 from trainables.data.errors import DataError
+from trainables.defaults import MAX_IMAGE_FILE_BYTES, MAX_JSON_FILE_BYTES
+from trainables.excerpt import excerpt
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """The three splits every benchmark is reduced to (Hugging Face's "validation" becomes "val")."""
@@ -53,17 +56,17 @@ def check_record(rec: Record, file: str | Path) -> Record:
     if not isinstance(rec.question, str) or not rec.question.strip():
         raise DataError(file, "question is empty or not a string", pid=rec.pid, field="question")
     if len(rec.choices) < 2:
-        raise DataError(file, f"needs at least 2 choices, got {list(rec.choices)!r}",
+        raise DataError(file, f"needs at least 2 choices, got {excerpt(list(rec.choices))}",
                         pid=rec.pid, field="choices")
     for c in rec.choices:
         if not isinstance(c, str) or not c.strip():
-            raise DataError(file, f"choice {c!r} is empty or not a string", pid=rec.pid, field="choices")
+            raise DataError(file, f"choice {excerpt(c)} is empty or not a string", pid=rec.pid, field="choices")
     if isinstance(rec.answer_index, bool) or not isinstance(rec.answer_index, int) \
             or not 0 <= rec.answer_index < len(rec.choices):
-        raise DataError(file, f"answer index {rec.answer_index!r} out of range for "
+        raise DataError(file, f"answer index {excerpt(rec.answer_index)} out of range for "
                         f"{len(rec.choices)} choices", pid=rec.pid, field="answer")
     if rec.split not in SPLITS:
-        raise DataError(file, f"split {rec.split!r} not one of {SPLITS}", pid=rec.pid, field="split")
+        raise DataError(file, f"split {excerpt(rec.split)} not one of {SPLITS}", pid=rec.pid, field="split")
     check_png(rec.image, file, rec.pid)
     return rec
 
@@ -88,34 +91,41 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]], file: Path) -> dict[str, An
 
 
 def read_json(file: Path) -> Any:
-    """Parse a JSON file, rejecting invalid/truncated JSON and duplicate keys with the file named."""
+    """Parse a JSON file, rejecting invalid/truncated JSON and duplicate keys with the file named.
+
+    Bounded: a regular file of at most MAX_JSON_FILE_BYTES, strict UTF-8, and nesting that
+    Python's parser can take (a RecursionError is an error about the file, not a traceback).
+    """
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(file, "file not found") from None
+        text = decode_utf8(read_regular(file, MAX_JSON_FILE_BYTES))
+    except UnreadableInput as err:
+        raise DataError(file, str(err)) from None
     try:
         return json.loads(text, object_pairs_hook=lambda p: _no_duplicate_keys(p, file))
     except json.JSONDecodeError as exc:
         raise DataError(file, f"invalid or truncated JSON: {exc}") from None
+    except RecursionError:
+        raise DataError(file, "JSON nested too deeply") from None
 
 
 def safe_join(root: Path, *parts: str, pid: str, field: str, file: Path) -> Path:
     """root/parts, refusing any path that leaves `root` (e.g. an image field of '../../x')."""
     for part in parts:
         if not isinstance(part, str) or not part:
-            raise DataError(file, f"path component {part!r} is empty or not a string", pid=pid, field=field)
+            raise DataError(file, f"path component {excerpt(part)} is empty or not a string", pid=pid, field=field)
     path = root.joinpath(*parts).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise DataError(file, f"path {'/'.join(parts)!r} escapes the data root {root}", pid=pid, field=field)
+        raise DataError(file, f"path {excerpt('/'.join(parts))} escapes the data root {root}", pid=pid, field=field)
     return path
 
 
 def read_image(path: Path, *, pid: str, field: str, file: Path) -> bytes:
     """The bytes of an image file that must exist (IMG records)."""
     try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise DataError(file, f"image file {path} is missing", pid=pid, field=field) from None
+        return read_regular(path, MAX_IMAGE_FILE_BYTES)
+    except UnreadableInput as err:
+        problem = "is missing" if str(err) == "does not exist" else str(err)
+        raise DataError(file, f"image file {path} {problem}", pid=pid, field=field) from None
 
 
 def text_field(raw: dict[str, Any], key: str, *, pid: str, file: Path) -> str:
@@ -124,7 +134,7 @@ def text_field(raw: dict[str, Any], key: str, *, pid: str, file: Path) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise DataError(file, f"expected a string, got {value!r}", pid=pid, field=key)
+        raise DataError(file, f"expected a string, got {excerpt(value)}", pid=pid, field=key)
     return value
 
 
@@ -132,12 +142,12 @@ def choices_field(raw: dict[str, Any], *, pid: str, file: Path) -> tuple[str, ..
     """The choices list; a non-list fails here, too-few choices fail in check_record."""
     value = raw.get("choices")
     if not isinstance(value, list):
-        raise DataError(file, f"choices must be a list, got {value!r}", pid=pid, field="choices")
+        raise DataError(file, f"choices must be a list, got {excerpt(value)}", pid=pid, field="choices")
     return tuple(value)
 
 
 def answer_field(raw: dict[str, Any], *, pid: str, file: Path) -> int:
     value = raw.get("answer")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DataError(file, f"answer must be an integer index, got {value!r}", pid=pid, field="answer")
+        raise DataError(file, f"answer must be an integer index, got {excerpt(value)}", pid=pid, field="answer")
     return value

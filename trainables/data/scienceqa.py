@@ -14,6 +14,7 @@ from trainables.data.records import (
     SPLITS, Record, answer_field, check_record, choices_field, read_image, read_json, safe_join,
     text_field,
 )
+from trainables.excerpt import excerpt
 
 META_FIELDS: tuple[str, ...] = ("solution", "task", "grade", "subject", "topic", "category", "skill")
 """Source fields kept as record metadata (the hub export has the same ones)."""
@@ -29,10 +30,10 @@ def read_split_lists(file: Path, keys: dict[str, str], problems: dict[str, Any])
     for key, split in keys.items():
         pids = lists.get(key, [])
         if not isinstance(pids, list):
-            raise DataError(file, f"split list {key!r} is not a list", field=key)
+            raise DataError(file, f"split list {excerpt(key)} is not a list", field=key)
         for pid in map(str, pids):
             if pid in where:
-                raise DataError(file, f"duplicate pid, listed in {where[pid]!r} and {split!r}",
+                raise DataError(file, f"duplicate pid, listed in {excerpt(where[pid])} and {excerpt(split)}",
                                 pid=pid, field=key)
             if pid not in problems:
                 raise DataError(file, "pid is listed but absent from problems.json", pid=pid, field=key)
@@ -48,10 +49,10 @@ def _record(root: Path, pid: str, raw: Any, split: str, file: Path) -> Record | 
     if not image_name:
         return None
     if not isinstance(image_name, str):
-        raise DataError(file, f"image must be a file name, got {image_name!r}", pid=pid, field="image")
+        raise DataError(file, f"image must be a file name, got {excerpt(image_name)}", pid=pid, field="image")
     own_split = raw.get("split")
     if not isinstance(own_split, str) or not own_split:
-        raise DataError(file, f"split must be a non-empty string, got {own_split!r}", pid=pid, field="split")
+        raise DataError(file, f"split must be a non-empty string, got {excerpt(own_split)}", pid=pid, field="split")
     path = safe_join(root, "images", own_split, pid, image_name, pid=pid, field="image", file=file)
     rec = Record(
         pid=pid, split=split, kind="scienceqa",
