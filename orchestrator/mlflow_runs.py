@@ -37,7 +37,9 @@ TAG_REPLACED_BY = "replaced_by"
 
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
 EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "val_gold_nll", "val_choice_nll", "lr",
-                 "samples_per_s", "epoch_time_s", "checkpoint_mb")
+                 "samples_per_s", "epoch_time_s", "checkpoint_mb",
+                 # cumulative per trial (trainables.vision_features.METRIC_KEYS); absent without the cache
+                 "vit_cache_hits", "vit_cache_misses", "vit_cache_seconds_saved")
 FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline",
                  "qformer_trainable_fraction", "lora_params_qformer", "lora_params_llm")
 FINAL_METRICS = ("test_acc", "test_gold_nll", "test_choice_nll", "best_epoch")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from trainables import defaults
@@ -67,6 +68,14 @@ class TrialConfig:
     """Cap on prompt tokens (LLM and Q-Former text, image tokens excluded); None: the recipe."""
     augment: bool | None = None
     """Random resized crop + flip in training; None: the preset's recipe."""
+    vit_cache: bool | None = None
+    """Serve frozen-ViT features from the node's cache (trainables.vision_features): always for
+    val/test scoring, and for training when augment is off; None: defaults.VIT_CACHE."""
+    vit_cache_dir: str | None = None
+    """Node-local directory of that cache; None: ``<cache_dir>/vit-features``."""
+    vit_cache_max_gb: float | None = None
+    """Size bound of the node's cache in GiB (least recently used entries are evicted); None:
+    defaults.VIT_CACHE_MAX_GB."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA when supported, else fp32) | fp32 | bf16."""
     seed: int = 0
@@ -140,8 +149,10 @@ class TrialConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"trial config {name} must be a string, got {value!r}")
-        if self.augment is not None and not isinstance(self.augment, bool):
-            raise ValueError(f"trial config augment must be true or false, got {self.augment!r}")
+        for name in ("augment", "vit_cache"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"trial config {name} must be true or false, got {value!r}")
 
     def _resolve_defaults(self) -> None:
         """Fill every None that means "preset default" from trainables.defaults."""
@@ -161,10 +172,13 @@ class TrialConfig:
             "weight_decay": recipe.weight_decay, "max_prompt_tokens": recipe.max_prompt_tokens,
             "augment": recipe.augment, "num_threads": defaults.NUM_THREADS,
             "divergence_factor": defaults.DIVERGENCE_FACTOR,
+            "vit_cache": defaults.VIT_CACHE, "vit_cache_max_gb": defaults.VIT_CACHE_MAX_GB,
         }
         for name, value in fill.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        if self.vit_cache_dir is None:
+            object.__setattr__(self, "vit_cache_dir", str(Path(self.cache_dir) / defaults.VIT_CACHE_SUBDIR))
         if self.min_epochs is None:  # a shortened run keeps a consistent default
             object.__setattr__(self, "min_epochs", min(recipe.min_epochs, self.epochs))
         if self.sublayer is None:
@@ -186,6 +200,8 @@ class TrialConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.vit_cache_max_gb > 0:
+            raise ValueError(f"vit_cache_max_gb must be > 0, got {self.vit_cache_max_gb}")
         if self.divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_prompt_tokens",
@@ -203,6 +219,6 @@ class TrialConfig:
 _INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", "patience",
                "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
                "max_eval_examples", "num_threads")
-_FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor")
+_FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor", "vit_cache_max_gb")
 _STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "benchmark", "data_root", "cache_dir",
-               "precision", "retune_of")
+               "vit_cache_dir", "precision", "retune_of")

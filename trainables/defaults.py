@@ -109,3 +109,14 @@ MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024
 """One benchmark image file (ScienceQA/IconQA images are kilobytes)."""
 ERROR_EXCERPT_CHARS = 80
 """The most of a user's value an error message quotes."""
+
+# Frozen-ViT feature cache (trainables.vision_features, trainables.feature_store). On by default:
+# it changes no number (scoring uses the deterministic eval transform; training reads it only
+# without augmentation, where the pixels are the same every epoch). One node's entries are
+# bounded: least recently used ones go first. Sizing: ViT-g/14 features are 257 x 1408 values per
+# image (1.4 MB fp32, 0.7 MB bf16); ScienceQA-IMG + IconQA (choose_txt) have ~42k images, so one
+# checkpoint's features take ~30 GB (bf16) to ~61 GB (fp32).
+VIT_CACHE = True
+VIT_CACHE_MAX_GB = 128.0
+VIT_CACHE_SUBDIR = "vit-features"
+"""The cache's directory under the trial's cache_dir when vit_cache_dir is not given."""

@@ -36,7 +36,7 @@ from torch import nn
 
 from trainables import defaults
 from trainables.accounting import count_parameters
-from trainables.batching import EncodedProblem, TokenSpec, collate_train, encode_examples, stack_images
+from trainables.batching import EncodedProblem, TokenSpec, collate_train, encode_examples
 from trainables.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from trainables.config import TrialConfig
 from trainables.data.examples import load_examples
@@ -49,6 +49,7 @@ from trainables.predictions import SplitScores, category_metrics, predictions_ta
 from trainables.presets import ModelBundle, build_model
 from trainables.scoring import ScoreResult, score_in_batches
 from trainables.step import Precision, chunks, lr_at_epoch, make_optimizer, resolve_precision, set_lr, train_step
+from trainables.vision_features import CachedInputs, PixelInputs, vision_inputs
 
 ReportFn = Callable[[dict[str, Any], Optional[Path]], None]
 """report(metrics, checkpoint_dir): the directory is only valid during the call (copy it to keep it)."""
@@ -63,6 +64,8 @@ class Trial:
     model: nn.Module
     spec: TokenSpec
     transform: ImageTransform
+    vision: PixelInputs
+    """What the vision model is fed: pixels, or cached ViT features (trainables.vision_features)."""
     precision: Precision
     device: torch.device
     splits: dict[str, list[EncodedProblem]]
@@ -90,19 +93,19 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
         cols = read_split_table(prepared, split, ["pid", "categories"]).to_pydict()
         categories.update(zip(cols["pid"], map(tuple, cols["categories"])))
     transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, cfg.augment)
+    precision = resolve_precision(cfg.precision, device)
+    vision = vision_inputs(cfg, model, transform, precision, device)
+    if isinstance(vision, CachedInputs):
+        vision.prepare([p for problems in encoded.values() for p in problems])
     return Trial(cfg=cfg, bundle=bundle, model=model, spec=TokenSpec.from_bundle(bundle),
-                 transform=transform, precision=resolve_precision(cfg.precision, device),
-                 device=device, splits=encoded, categories=categories)
+                 transform=transform, vision=vision, precision=precision, device=device, splits=encoded,
+                 categories=categories)
 
 
 def evaluate(trial: Trial, split: str) -> tuple[float, ScoreResult]:
     """Accuracy of the current model on a split with the batched, prefix-shared scorer."""
     problems = trial.splits[split]
-
-    def pixels_for(chunk: Sequence[EncodedProblem]) -> torch.Tensor:
-        return trial.transform(stack_images(chunk), train=False).to(trial.device)
-
-    result = score_in_batches(trial.model, problems, pixels_for, trial.spec, trial.precision,
+    result = score_in_batches(trial.model, problems, trial.vision.eval_inputs, trial.spec, trial.precision,
                               trial.cfg.eval_batch_size)
     return result.accuracy(problems), result
 
@@ -142,8 +145,8 @@ def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> t
         micro = []
         for ids in chunks(step_ids, cfg.batch_size):
             chunk = [problems[i] for i in ids]
-            pixels = trial.transform(stack_images(chunk), train=True, generator=gen)
-            micro.append(collate_train(chunk, pixels, trial.spec).to(trial.device))
+            vision_in = trial.vision.train_inputs(chunk, gen)
+            micro.append(collate_train(chunk, vision_in, trial.spec).to(trial.device))
         result = train_step(trial.model, micro, optimizer, trial.precision)
         losses.append(result.loss)
         samples += result.samples
@@ -192,6 +195,7 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
             load_trainable_state(trial.model, best)
             final, predictions = final_evaluation(trial, state)
             metrics.update(final, best_epoch=state["best_epoch"], done=True)
+            metrics.update(trial.vision.metrics())  # test scoring included
             state["final_metrics"] = dict(metrics)
         with tempfile.TemporaryDirectory(prefix="trial-ckpt-") as tmp:
             size = save_checkpoint(Path(tmp), trial.model, last=last, best=best, optimizer=optimizer,
@@ -235,4 +239,5 @@ def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
     stop = should_stop(state["since_best"], epoch + 1, cfg.patience, cfg.min_epochs)
     metrics.update(val_acc=val_acc, best_val_acc=state["best_val_acc"], val_gold_nll=val.gold_nll(),
                    val_choice_nll=val.choice_nll(), epoch_time_s=time.perf_counter() - start)
+    metrics.update(trial.vision.metrics())
     return metrics, stop

@@ -140,6 +140,12 @@ def test_only_meaningful_values_become_metrics():
     assert result_metrics(flat) == flat
 
 
+def test_the_vit_cache_counters_a_trial_reports_are_logged():
+    from trainables.vision_features import METRIC_KEYS
+    result = {"epoch": 2, "vit_cache_hits": 96.0, "vit_cache_misses": 16.0, "vit_cache_seconds_saved": 3.5}
+    assert result_metrics(result) == {k: result[k] for k in METRIC_KEYS}
+
+
 def test_logged_config_is_resolved_from_the_recipe():
     cfg = resolve_config({"method": "qformer_lora", "sublayer": "ffn", "rank": 2, "llm": "tiny-t5",
                           "benchmark": "synth-iconqa", "lr": None, "epochs": None})

@@ -96,7 +96,9 @@ def test_export_merges_adapters_and_scores_like_the_unmerged_model(lora_run, tmp
     load_tensors(trial.model, ckpt / "best")
     problems = trial.splits["val"][:8]
     pixels = trial.transform(stack_images(problems), train=False)
-    want = score_candidates(trial.model, problems, pixels, trial.spec, trial.precision)
+    # the trial's model reads cached ViT features (its trunk is released); the export needs pixels
+    want = score_candidates(trial.model, problems, trial.vision.eval_inputs(problems), trial.spec,
+                            trial.precision)
     got = score_candidates(merged, problems, pixels, trial.spec, trial.precision)
     assert got.predictions == want.predictions
     for a, b in zip(got.scores, want.scores):

@@ -49,6 +49,12 @@ class ImageTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
+    def signature(self) -> dict[str, object]:
+        """Everything the deterministic (evaluation) output depends on besides the image: part
+        of the feature cache's key (trainables.vision_features)."""
+        return {"size": self.size, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
+                "resize": "bilinear-antialias", "scale": "1/255"}
+
     def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images (B, 3, S, S), got {images.dtype} {tuple(images.shape)}")
