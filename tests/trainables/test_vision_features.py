@@ -8,8 +8,10 @@ from trainables.accounting import count_parameters
 from trainables.batching import TokenSpec, collate_train, stack_images
 from trainables.config import TrialConfig
 from trainables.data.images import ImageTransform
+from trainables.families import family_spec
 from trainables.feature_store import CorruptEntryWarning
 from trainables.loop import run_trial
+from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
 from trainables.scoring import score_candidates
@@ -22,7 +24,7 @@ BOOKKEEPING = ("samples_per_s", "epoch_time_s", "checkpoint_mb", *METRIC_KEYS)
 
 def _lora_model(preset, seed=1):
     bundle = build_model(preset, seed=seed)
-    model = apply_method(bundle.model, "both_lora", "all", 2, bundle.family)
+    model = apply_method(bundle.model, PeftSetup("both_lora", "all", 2), family_spec(bundle.family))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name or "post_layernorm" in name:
@@ -97,7 +99,7 @@ def test_a_corrupted_entry_is_recomputed_at_prepare_with_a_warning(tmp_path):
 def test_the_trunk_leaves_only_when_training_reads_the_cache(tmp_path):
     bundle, model = _lora_model("tiny-t5")
     problems = _problems(bundle)
-    counts = count_parameters(model, "both_lora", "all", 2, "t5")
+    counts = count_parameters(model, PeftSetup("both_lora", "all", 2), family_spec("t5"))
     kept = _inputs(bundle, model, tmp_path)
     kept.prepare(problems)
     assert not vision_model_of(model).encoder.layers[0].mlp.fc1.weight.is_meta
@@ -108,7 +110,7 @@ def test_the_trunk_leaves_only_when_training_reads_the_cache(tmp_path):
     vision = vision_model_of(model)
     assert vision.encoder.layers[0].mlp.fc1.weight.is_meta and not vision.post_layernorm.weight.is_meta
     assert released.train_inputs(problems, gen).dim() == 3
-    assert count_parameters(model, "both_lora", "all", 2, "t5") == counts
+    assert count_parameters(model, PeftSetup("both_lora", "all", 2), family_spec("t5")) == counts
     with pytest.raises(RuntimeError, match="released"):
         model(pixel_values=kept.eval_inputs(problems[:1]).new_zeros(1, 3, 32, 32),
               qformer_input_ids=torch.ones(1, 3, dtype=torch.long))
