@@ -86,23 +86,36 @@ def check_gpus(gpus_per_trial: float, address: str | None) -> None:
 
 
 def prepare_data(configs: list[dict[str, Any]]) -> None:
-    """Validate and prepare every benchmark of the space once, on the driver, before trials."""
-    from trainables.data.prepare import ensure_prepared
-    seen = set()
-    for c in configs:
-        key = (c["benchmark"], c.get("data_root"), c["cache_dir"])
-        if key not in seen:
-            seen.add(key)
-            try:
-                ensure_prepared(c["benchmark"], data_root=c.get("data_root"), cache_dir=c["cache_dir"])
-            except ValueError as err:  # DataError is a ValueError naming file and field
-                raise SweepError(f"benchmark {c['benchmark']!r}: {err}") from None
+    """Validate and prepare every benchmark of the space once, on the driver, before trials:
+    all or nothing (trainables.data.prepare.prepare_all), so a data error leaves no trace."""
+    from trainables.data.prepare import prepare_all
+    requests = list(dict.fromkeys((c["benchmark"], c.get("data_root"), c["cache_dir"])
+                                  for c in configs))
+    try:
+        prepare_all(requests)
+    except ValueError as err:  # DataError is a ValueError naming file, pid and field
+        raise SweepError(f"benchmark data: {err}") from None
 
 
 def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None = None) -> int:
-    """The whole sweep; returns the process exit code."""
+    """The whole sweep; returns the process exit code.
+
+    Pre-flight order, so that a mistake costs seconds and leaves nothing behind: first the
+    checks that write nothing (cluster address, GPUs, --trainable), then every benchmark
+    validated and prepared (a data error writes nothing, see prepare_data), and only then the
+    storage probe and the tracking preflight, which create the storage directory and the
+    MLflow experiment. Checks added here go before prepare_data unless they must write.
+    """
+    from orchestrator import cluster
     from orchestrator import tuner as tn
     from orchestrator.tracking import SweepTracker, TrackingError
+    try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
+        cluster.check_address(args.address)
+    except cluster.ClusterError as err:
+        raise SweepError(str(err)) from None
+    check_gpus(args.gpus_per_trial, cluster.resolve_address(args.address))  # Ray jobs set RAY_ADDRESS
+    trainable = load_trainable(args.trainable)
+    prepare_data(prepared.configs)
     try:
         storage = tn.check_storage(args.storage)
     except ValueError as err:
@@ -113,13 +126,6 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
     if exists and not args.resume:
         raise SweepError(f"sweep {prepared.name!r} already exists under {storage}; pass --resume "
                          f"to continue it, or --name / --storage for a new one")
-    from orchestrator import cluster
-    try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
-        cluster.check_address(args.address)
-    except cluster.ClusterError as err:
-        raise SweepError(str(err)) from None
-    check_gpus(args.gpus_per_trial, cluster.resolve_address(args.address))  # Ray jobs set RAY_ADDRESS
-    trainable = load_trainable(args.trainable)
     command = ["python", "-m", "orchestrator.sweep", *(argv or [])]
     tracker = SweepTracker(args.tracking_uri, prepared.name, prepared.space.name, command,
                            args.seed or 0, args.resume)
@@ -127,7 +133,6 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
         tracker.preflight()
     except TrackingError as err:
         raise SweepError(str(err)) from None
-    prepare_data(prepared.configs)
     import ray
     # The classic reporter (a few columns, at most every 30 s) instead of per-trial result dumps.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -179,12 +184,21 @@ def _run_phases(prepared: Prepared, args: argparse.Namespace, storage: str,
                                           seed=args.seed or 0, num_samples=args.retune_samples,
                                           resume=args.resume)
         rows = retune.apply_retunes(rows, retuned)
+        record_retunes(tracker, retuned)
     wall = time.monotonic() - started
     print(summary.format_summary(rows, retuned, prepared.targets, tracker.describe(), wall))
     failed = [r for r in rows if r.error]
     write_report_files(prepared.name, tracker, args.report_dir)
     tracker.finish("FAILED" if failed else "FINISHED")
     return 1 if failed else 0
+
+
+def record_retunes(tracker: Any, retunes: list) -> None:
+    """Tag each retuned cell's grid run with the retune that replaced it, now that the retunes
+    have results: one that lost (orchestrator.retune.Retune.replaces) leaves it untagged."""
+    for r in retunes:
+        best = r.best.trial_id if r.replaces else None
+        tracker.mark_replaced(r.original.cell_id, r.original.trial_id, best)
 
 
 def write_report_files(name: str, tracker: Any, out_dir: str | None) -> None:

@@ -32,7 +32,7 @@ class Point:
     fraction: float  # trainable parameters / all parameters of the model
     accuracy: float  # percent
     from_val: bool  # True: a stopped trial, best validation accuracy instead of test accuracy
-    superseded: bool  # a retune replaced this trial (drawn faint, not on the Pareto front)
+    superseded: bool  # Table 1 shows another run for its cell (drawn faint, not on the front)
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
@@ -58,10 +58,10 @@ def _panels(groups: Sequence[str], width: float = 5.5, height: float = 4.2) -> t
 
 def _scatter(ax, sel: Sequence[Point], name: str, from_val: bool, superseded: bool) -> None:
     """Filled: test accuracy; hollow: best validation accuracy of a stopped trial; faint: a
-    trial a retune replaced."""
+    trial whose cell Table 1 fills with another run (replaced by a retune, or a losing retune)."""
     colour, marker = STYLE[name]
     label = name + (" (best val acc: stopped)" if from_val else "") \
-        + (" (replaced by retune)" if superseded else "")
+        + (" (not in Table 1)" if superseded else "")
     ax.scatter([p.fraction for p in sel], [p.accuracy for p in sel], label=label, marker=marker,
                s=36, edgecolors=colour, facecolors="none" if from_val else colour,
                alpha=0.3 if superseded else 1.0)

@@ -99,6 +99,34 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, cell: str,
+                   trial_id: str) -> str | None:
+    """The run id of one Tune trial of the sweep (None: it has no run)."""
+    runs = client.search_runs(
+        [experiment_id], f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_CELL}` = "
+        f"'{cell}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=2)
+    return runs[0].info.run_id if runs else None
+
+
+def mark_replaced(client: MlflowClient, experiment_id: str, parent_run_id: str, cell: str,
+                  original_trial_id: str, replacement_trial_id: str | None) -> None:
+    """Tag a grid trial's run ``replaced_by`` the retune run that took its place in the table.
+
+    Called once the retunes have results (orchestrator.retune decides which, if any, replaces
+    the cell): a retune that lost leaves the grid run untagged. ``None`` removes a tag an
+    earlier pass of a resumed sweep set, so the tag always states the latest decision.
+    """
+    original = find_trial_run(client, experiment_id, parent_run_id, cell, original_trial_id)
+    if original is None:
+        return
+    replacement = None if replacement_trial_id is None else find_trial_run(
+        client, experiment_id, parent_run_id, cell, replacement_trial_id)
+    if replacement is not None:
+        client.set_tag(original, TAG_REPLACED_BY, replacement)
+    elif TAG_REPLACED_BY in client.get_run(original).data.tags:
+        client.delete_tag(original, TAG_REPLACED_BY)
+
+
 @dataclass
 class _TrialRun:
     """Driver-side state of one trial's MLflow run."""
@@ -230,17 +258,7 @@ class TrialRunLogger(Callback):
         self.client.log_batch(run_id, params=params)
         self.client.log_dict(run_id, config, "config.json")
         self._existing[(trial_id, cell)] = run
-        if retune_of:
-            self._mark_replaced(str(retune_of), run_id)
         return run_id
-
-    def _mark_replaced(self, retuned_cell: str, new_run_id: str) -> None:
-        """Tag the runs a retune replaces, so the report shows the retuned value (starred)."""
-        for run in self._existing.values():
-            tags = run.data.tags
-            if tags.get(TAG_CELL) == retuned_cell and not tags.get(TAG_RETUNE_OF) \
-                    and run.info.run_id != new_run_id:
-                self.client.set_tag(run.info.run_id, TAG_REPLACED_BY, new_run_id)
 
     def _end_trial(self, trial: Any, failed: bool) -> None:
         run = self._ensure_run(trial)

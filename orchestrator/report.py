@@ -20,9 +20,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from orchestrator.figures import Curve, Point, accuracy_vs_fraction, learning_curves
-from orchestrator.mlflow_runs import (TAG_CELL, TAG_GROUP, TAG_PARENT, TAG_REPLACED_BY,
-                                      TAG_RETUNE_OF, TAG_ROLE, TAG_STATUS)
-from orchestrator.table1 import build_table1, write_table1
+from orchestrator.mlflow_runs import (TAG_CELL, TAG_GROUP, TAG_PARENT, TAG_RETUNE_OF, TAG_ROLE,
+                                      TAG_STATUS)
+from orchestrator.table1 import Table1, build_table1, write_table1
 from orchestrator.tracking import resolve_tracking_uri
 
 
@@ -45,7 +45,6 @@ class Trial:
     benchmark: str
     status: str  # finished | stopped | diverged | error | running | interrupted
     retuned: bool  # this run is a retune of its cell (starred in Table 1)
-    superseded: bool  # a retune replaced this run
     test_acc: float | None
     best_val_acc: float | None
     trainable_fraction: float | None
@@ -73,7 +72,7 @@ def trial_from_run(run: Run) -> Trial:
         group=t.get(TAG_GROUP, f"{p.get('benchmark')}|{p.get('llm')}"), method=p["method"],
         sublayer=p["sublayer"], rank=int(p["rank"]), llm=p["llm"], benchmark=p["benchmark"],
         status=t.get(TAG_STATUS, "unknown"), retuned=bool(t.get(TAG_RETUNE_OF)),
-        superseded=bool(t.get(TAG_REPLACED_BY)), test_acc=_pct(m, "test_acc"),
+        test_acc=_pct(m, "test_acc"),
         best_val_acc=_pct(m, "best_val_acc"), trainable_fraction=m.get("trainable_fraction"))
 
 
@@ -112,14 +111,17 @@ def load_trials(client: MlflowClient, experiment_name: str,
     return parent_run_id, sorted(trials, key=lambda t: (t.group, order[t.cell], t.run_id))
 
 
-def figure_points(trials: list[Trial]) -> list[Point]:
-    """One point per trial that has an accuracy and a trainable fraction."""
+def figure_points(trials: list[Trial], table: Table1) -> list[Point]:
+    """One point per trial that has an accuracy and a trainable fraction; a trial whose cell
+    Table 1 fills with another run (a grid run a retune replaced, a retune that lost) is drawn
+    faint and kept off the Pareto front, so the figure and the table never disagree."""
+    shown = {cell.run_id for cell in table.cells.values()}
     points = []
     for t in trials:
         acc, from_val = t.accuracy
         if acc is not None and t.trainable_fraction:
             points.append(Point(t.group, t.row_method, t.trainable_fraction, acc, from_val,
-                                t.superseded))
+                                t.run_id not in shown))
     return points
 
 
@@ -161,9 +163,10 @@ def write_report(experiment_name: str, tracking_uri: str | None = None,
     parent_run_id, trials = load_trials(client, experiment_name, parent_run_id)
     out = Path(out_dir) if out_dir is not None else _default_out(experiment_name)
     out.mkdir(parents=True, exist_ok=True)
-    table_md, table_csv, cells_csv = write_table1(build_table1(trials), out)
+    table = build_table1(trials)
+    table_md, table_csv, cells_csv = write_table1(table, out)
     figure2, curves = out / "figure2_accuracy_vs_fraction.png", out / "learning_curves.png"
-    accuracy_vs_fraction(figure_points(trials)).savefig(figure2, dpi=120)
+    accuracy_vs_fraction(figure_points(trials, table)).savefig(figure2, dpi=120)
     learning_curves(trial_curves(client, trials)).savefig(curves, dpi=120)
     if log_artifacts:
         client.log_artifacts(parent_run_id, str(out), "report")

@@ -36,7 +36,6 @@ class TrialLike(Protocol):
     rank: int
     status: str
     retuned: bool
-    superseded: bool
     best_val_acc: float | None
 
     @property

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
-from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger
+from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger, mark_replaced
 
 # The runs-table view published on the experiment (MLflow UI "shared view", an experiment tag):
 # the trial runs of the latest sweep, with the columns a comparison needs, best first.
@@ -231,6 +231,14 @@ class SweepTracker:
             raise TrackingError("SweepTracker.start() must run before callback()")
         return TrialRunLogger(self.tracking_uri, self.experiment_id, self.parent_run_id,
                               self.space_name)
+
+    def mark_replaced(self, cell: str, original_trial_id: str,
+                      replacement_trial_id: str | None) -> None:
+        """Record the retune decision on the grid run (orchestrator.mlflow_runs.mark_replaced)."""
+        if self.parent_run_id is None:
+            raise TrackingError("SweepTracker.start() must run before mark_replaced()")
+        mark_replaced(self.client, self.experiment_id, self.parent_run_id, cell,
+                      original_trial_id, replacement_trial_id)
 
     def finish(self, status: str) -> None:
         """End the parent run; children left running by an interrupted sweep end as KILLED."""

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.figures import Point, accuracy_vs_fraction, pareto_front
 from orchestrator.report import ReportError, figure_points, load_trials, main, write_report
+from orchestrator.table1 import build_table1
 
 BENCH, LLM = "synth-scienceqa", "tiny-t5"
 
@@ -111,9 +112,31 @@ def test_report_files_are_logged_to_the_parent_run(sweep, tmp_path):
 
 def test_figure2_shows_one_point_per_trial(sweep):
     _, trials = load_trials(sweep.client, "sweep-r")
-    fig = accuracy_vs_fraction(figure_points(trials))
+    fig = accuracy_vs_fraction(figure_points(trials, build_table1(trials)))
     offsets = [c.get_offsets() for ax in fig.axes for c in ax.collections]
     assert sum(len(o) for o in offsets) == len(trials) == 6
+
+
+def test_two_losing_retunes_leave_the_grid_run_solid_and_on_the_front(store, tmp_path):
+    s = Sweep(store)
+    cell = f"{BENCH}|{LLM}|qformer_lora/ffn|r2"
+    s.trial("baseline", "none", 0, 0.40, 0.38, 0.30)
+    grid = s.trial("qformer_lora", "ffn", 2, 0.60, 0.59, 0.02)
+    # both lost on validation; the second scores higher on test, which must not matter
+    low = s.trial("qformer_lora", "ffn", 2, 0.30, 0.29, 0.02, retune_of=cell)
+    high_test = s.trial("qformer_lora", "ffn", 2, 0.50, 0.64, 0.02, retune_of=cell)
+    files = write_report("sweep-r", s.uri, tmp_path / "out")
+    table = {r["method"]: r for r in rows(files.table_csv)}
+    assert table["qformer_lora/ffn"][f"{BENCH} r2"] == "59.00"
+    assert "59.00\\*" not in files.table_md.read_text()  # not starred: no retune replaced it
+    _, trials = load_trials(s.client, "sweep-r")
+    points = figure_points(trials, build_table1(trials))
+    assert len(points) == len(trials) == 4  # every trial has an accuracy and a fraction
+    points = {t.run_id: p for t, p in zip(trials, points)}
+    assert not points[grid].superseded  # drawn solid: it is the value Table 1 shows
+    assert points[low].superseded and points[high_test].superseded
+    front = pareto_front([p for p in points.values() if not p.superseded])
+    assert [(p.fraction, p.accuracy) for p in front] == [(0.02, 59.0)]  # the baseline: more params, lower
 
 
 def test_pareto_front_keeps_only_undominated_trials():

@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.orchestrator.fake_trainable:fake_trial"
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """One prepared-data cache for the module: checks that come after data preparation pay
+    for preparing the smoke space's benchmarks once, not once per test."""
+    return str(tmp_path_factory.mktemp("prepared"))
+
+
 def fails(argv: list[str], capsys) -> str:
     """Run the CLI in-process; it must exit 2 with one 'sweep: error:' line, Ray not started."""
     import ray
@@ -66,10 +73,11 @@ def test_conflicting_or_bad_options(extra, needle, capsys):
     assert needle in fails(["--space", "smoke", *extra], capsys)
 
 
-def test_unwritable_storage(tmp_path, capsys):
+def test_unwritable_storage(tmp_path, cache, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     err = fails(["--space", "smoke", "--storage", str(blocker / "sub"),
+                 "--cache-dir", cache,
                  "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
     assert "is not writable" in err and str(blocker) in err
 
@@ -97,10 +105,44 @@ def test_a_cluster_address_that_does_not_answer_fails_in_seconds(tmp_path, capsy
     assert f"127.0.0.9:{port}" in err and "(--address) does not answer" in err
 
 
-def test_resume_without_a_sweep(tmp_path, capsys):
+def test_resume_without_a_sweep(tmp_path, cache, capsys):
     err = fails(["--space", "smoke", "--resume", "--storage", str(tmp_path / "rr"),
+                 "--cache-dir", cache,
                  "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
-    assert "no sweep 'sweep-smoke'" in err
+    assert "no sweep 'sweep-smoke'" in err and str(tmp_path / "rr") in err
+    assert not (tmp_path / "m.db").exists()  # refused before the tracking store is touched
+
+
+def test_a_sweep_that_exists_needs_resume(tmp_path, cache, capsys):
+    experiment = tmp_path / "rr" / "sweep-smoke"
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"")  # what Tune checks for a restorable experiment
+    err = fails(["--space", "smoke", "--storage", str(tmp_path / "rr"),
+                 "--cache-dir", cache,
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert "sweep 'sweep-smoke' already exists under" in err and "pass --resume" in err
+    assert not (tmp_path / "m.db").exists()
+    assert [p.name for p in experiment.iterdir()] == ["tuner.pkl"]  # the old sweep is untouched
+
+
+def test_corrupt_data_fails_before_storage_cache_or_tracking_are_touched(tmp_path, capsys):
+    """A data error in the second benchmark: exit 2 naming pid and field, and no storage dir,
+    no cache dir (not even the first, valid benchmark's), no MLflow store or experiment."""
+    from tests.trainables.data.conftest import ASSETS, edit_json
+    import shutil
+    data = tmp_path / "sqa"
+    shutil.copytree(ASSETS / "scienceqa", data)
+    for p in [data, *data.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    edit_json(data / "problems.json", lambda d: d["42"].update(answer=5))
+    space = tmp_path / "two.yaml"  # the synth iconqa stand-in first: valid, prepared if anything is
+    space.write_text("methods: [baseline]\nllms: [flan-t5-xl]\nbenchmarks: [iconqa, scienceqa]\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    err = fails(["--space", str(space), "--data-root", f"scienceqa={data}",
+                 "--storage", str(tmp_path / "rr"), "--cache-dir", str(tmp_path / "cache"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], capsys)
+    assert str(data / "problems.json") in err and "pid '42'" in err and "field 'answer'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before == ["sqa", "two.yaml"]
 
 
 def test_dry_run_writes_the_plan_without_ray(tmp_path, capsys):
@@ -146,3 +188,13 @@ def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
     exp = client.get_experiment_by_name("sweep-mini")
     runs = client.search_runs([exp.experiment_id], "tags.`sweep.role` = 'trial'", max_results=100)
     assert len(runs) == 8 + 2 * 3
+    # Each planted cell's grid run is replaced_by a best retune (highest best val; the fake's
+    # non-diverging lrs tie), and only those grid runs are.
+    replaced = {r.data.tags["cell_id"]: r.data.tags["replaced_by"] for r in runs
+                if "replaced_by" in r.data.tags}
+    planted = {f"{b}|tiny-t5|qformer_lora/ffn|r4" for b in ("synth-scienceqa", "synth-iconqa")}
+    assert set(replaced) == planted
+    for cell in planted:
+        val = {r.info.run_id: r.data.metrics.get("best_val_acc", -1.0) for r in runs
+               if r.data.tags.get("retune_of") == cell}
+        assert len(val) == 3 and val[replaced[cell]] == max(val.values()) > 0.1

@@ -155,6 +155,64 @@ def test_logged_config_is_resolved_from_the_recipe():
     assert cfg["seed"] == 0 and cfg["retune_of"] is None
 
 
+# -- replaced_by: set from the retunes' results, never when a retune run is created -------------
+class FakeTrial:
+    """What TrialRunLogger reads of a Tune trial (no Ray needed)."""
+
+    def __init__(self, trial_id: str, config: dict, val: float) -> None:
+        self.trial_id, self.config, self.checkpoint = trial_id, config, None
+        self.last_result = {"epoch": 1, "val_acc": val, "best_val_acc": val, "test_acc": val,
+                            "best_epoch": 1, "done": True}
+
+
+def _cell_row(trial_id: str, val: float, lr: float | None = None):
+    from orchestrator.summary import CellResult
+    config = {"benchmark": "synth-scienceqa", "llm": "tiny-t5", "method": "qformer_lora",
+              "sublayer": "ffn", "rank": 4, "lr": lr}
+    return CellResult(config=config, best_val_acc=val, test_acc=val, epochs_run=1,
+                      stopped_early=False, diverged=False, error=None, trial_id=trial_id)
+
+
+def _log_trials(t: SweepTracker, trials: list[FakeTrial]) -> dict[str, str]:
+    """Run each fake trial through the Tune callback; trial id -> its run id."""
+    logger = t.callback()
+    logger.setup()
+    for trial in trials:
+        logger.on_trial_start(0, [], trial)
+        logger.on_trial_complete(0, [], trial)
+    return {trial.trial_id: logger._runs[trial.trial_id].run_id for trial in trials}
+
+
+def test_replaced_by_is_set_only_when_a_retune_wins_and_names_the_best(tmp_path):
+    from orchestrator.driver import record_retunes
+    from orchestrator.retune import Retune
+
+    cell = "synth-scienceqa|tiny-t5|qformer_lora/ffn|r4"
+    base = {"method": "qformer_lora", "sublayer": "ffn", "rank": 4, "llm": "tiny-t5",
+            "benchmark": "synth-scienceqa", "epochs": 1}
+    t = tracker(tmp_path)
+    t.preflight()
+    t.start()
+    runs = _log_trials(t, [FakeTrial("grid", base, 0.6),
+                           FakeTrial("rt-a", {**base, "lr": 1e-5, "retune_of": cell}, 0.3),
+                           FakeTrial("rt-b", {**base, "lr": 3e-5, "retune_of": cell}, 0.4)])
+
+    def tag() -> str | None:
+        return t.client.get_run(runs["grid"]).data.tags.get("replaced_by")
+
+    assert tag() is None  # creating retune runs decides nothing
+    grid = _cell_row("grid", 0.6)
+    losing = Retune(grid, "gap", [_cell_row("rt-a", 0.3, 1e-5), _cell_row("rt-b", 0.4, 3e-5)])
+    record_retunes(t, [losing])
+    assert tag() is None  # two retunes that both lost: the grid run keeps its cell
+    # the first-created retune is the best one: the tag names it, not the last one created
+    winning = Retune(grid, "gap", [_cell_row("rt-a", 0.8, 1e-5), _cell_row("rt-b", 0.7, 3e-5)])
+    record_retunes(t, [winning])
+    assert tag() == runs["rt-a"]
+    record_retunes(t, [losing])  # a later decision (resumed sweep) overrides the tag
+    assert tag() is None
+
+
 # -- a real Ray Tune run with the callback --------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
@@ -236,5 +294,5 @@ def test_resumed_tune_run_reuses_its_runs_and_retune_links_the_cell(tmp_path, ra
     retune = next(r for r in runs.values() if r.data.tags.get("retune_of") == cell)
     original = next(r for r in runs.values() if r.data.tags["cell_id"] == cell
                     and "retune_of" not in r.data.tags)
-    assert original.data.tags["replaced_by"] == retune.info.run_id
+    assert "replaced_by" not in original.data.tags  # set from results, by the driver
     assert retune.data.metrics["retuned"] == 1 and retune.data.params["lr"] == "0.001"

@@ -92,24 +92,34 @@ def read_manifest(prepared_dir: str | Path) -> dict:
     return json.loads((Path(prepared_dir) / MANIFEST).read_text())
 
 
-def atomic_prepare(out: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp)` in a fresh sibling temp folder, then rename it to `out`. On failure the
-    temp folder is removed and `out` is untouched; if another process renamed first, its
-    result is kept and ours discarded."""
+def _stage(out: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp)` in a fresh sibling temp folder of `out` and return it (removed again
+    if `build` fails)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """Rename a staged folder to `out`; if another process renamed its identical result into
+    place first, that one is kept and ours discarded."""
+    try:
         os.rename(tmp, out)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (out / MANIFEST).is_file():
             raise
-        # Another process renamed its identical result into place first: use that one.
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def atomic_prepare(out: Path, build: Callable[[Path], None]) -> Path:
+    """Build `out` in a temp folder and rename it into place: on failure `out` is untouched."""
+    _commit(_stage(out, build), out)
     return out
 
 
@@ -147,22 +157,82 @@ def cache_key(fingerprint: str) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()
 
 
-def ensure_prepared(benchmark: str, *, data_root: str | Path | None = None, cache_dir: str | Path) -> Path:
-    """The prepared folder of a benchmark, `cache_dir/<benchmark>-<hash12>/`: validated and
-    written on first use, reused afterwards while the manifest's source hash matches."""
-    from trainables.data.sources import resolve_source  # sources imports the loaders
-
-    source = resolve_source(benchmark, data_root)
-    key = cache_key(source.fingerprint)
+def _prepared_dir(benchmark: str, cache_dir: str | Path, key: str) -> tuple[Path, bool]:
+    """(where a benchmark's prepared folder goes, whether it is already there and current).
+    Reads only: a folder holding anything else is an error, never deleted (another trial may
+    be reading it; our folders appear by atomic rename, complete)."""
     out = Path(cache_dir).expanduser() / f"{benchmark}-{key[:12]}"
     if (out / MANIFEST).is_file() and read_manifest(out).get("source_hash") == key:
-        return out
+        return out, True
     if out.exists() and any(out.iterdir()):
-        # Never delete it: another trial may be reading it. Only foreign content gets here,
-        # since our folders appear by atomic rename, complete.
         raise ValueError(f"{out} exists but holds no prepared data for this source; remove it")
+    return out, False
 
-    def build(tmp: Path) -> None:
-        write_prepared(source.load(), tmp, benchmark=benchmark, source=source.description, source_hash=key)
 
-    return atomic_prepare(out, build)
+Request = tuple[str, "str | Path | None", "str | Path"]
+"""(benchmark, data_root, cache_dir) of one benchmark to prepare."""
+
+
+def prepare_all(requests: list[Request]) -> list[Path]:
+    """The prepared folders of several benchmarks, all or nothing: each missing one is read and
+    validated before anything is created, then written to a temp folder, and only when every
+    one succeeded are they renamed into place. On any error the temp folders, and the cache
+    folders this call created, are removed: a data error in the second benchmark leaves no
+    trace of the first. A current folder (same source hash) is reused without reading."""
+    from trainables.data.sources import resolve_source  # sources imports the loaders
+
+    targets = []
+    for benchmark, data_root, cache_dir in requests:
+        source = resolve_source(benchmark, data_root)
+        key = cache_key(source.fingerprint)
+        targets.append((benchmark, source, key, *_prepared_dir(benchmark, cache_dir, key)))
+    made = {out.parent: _first_missing(out.parent) for *_, out, current in targets if not current}
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for benchmark, source, key, out, current in targets:
+            if current:
+                continue
+            records = source.load()  # raises DataError; nothing was created before this
+            check_unique_pids(records, source.description)
+            staged.append((_stage(out, lambda tmp: write_prepared(
+                records, tmp, benchmark=benchmark, source=source.description,
+                source_hash=key)), out))
+    except BaseException:
+        for tmp, _ in staged:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for leaf, top in made.items():
+            if top is not None:
+                _remove_empty(leaf, top)
+        raise
+    for tmp, out in staged:
+        _commit(tmp, out)
+    return [out for *_, out, _ in targets]
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The top-most missing folder on the way to `path` (None: `path` exists)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove_empty(leaf: Path, top: Path) -> None:
+    """Remove `leaf` and its parents up to `top`, each only while empty: the folders a failed
+    preparation created, never anything another process put there meanwhile."""
+    while True:
+        try:
+            leaf.rmdir()
+        except OSError:
+            return
+        if leaf == top:
+            return
+        leaf = leaf.parent
+
+
+def ensure_prepared(benchmark: str, *, data_root: str | Path | None = None, cache_dir: str | Path) -> Path:
+    """The prepared folder of a benchmark, `cache_dir/<benchmark>-<hash12>/`: validated and
+    written on first use, reused afterwards while the manifest's source hash matches. Bad
+    data leaves no folder (not even `cache_dir`) behind."""
+    return prepare_all([(benchmark, data_root, cache_dir)])[0]

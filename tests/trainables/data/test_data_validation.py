@@ -9,7 +9,7 @@ import pytest
 from trainables.data.errors import DataError
 from trainables.data.hf_parquet import load_hf_scienceqa
 from trainables.data.iconqa import load_iconqa
-from trainables.data.prepare import ensure_prepared, read_split_table
+from trainables.data.prepare import ensure_prepared, prepare_all, read_split_table
 from trainables.data.scienceqa import load_scienceqa
 
 from conftest import edit_json
@@ -99,3 +99,18 @@ def test_bad_data_leaves_no_prepared_folder(sqa_copy: Path, tmp_path: Path) -> N
     with pytest.raises(DataError, match="pid '42'"):
         ensure_prepared("scienceqa", data_root=sqa_copy, cache_dir=cache)
     assert not cache.exists() or list(cache.iterdir()) == []  # not even a temp folder is left
+
+
+def test_a_bad_benchmark_leaves_no_trace_of_a_good_one(sqa_copy: Path, tmp_path: Path) -> None:
+    edit_json(sqa_copy / "problems.json", lambda d: d["42"].update(answer=-1))
+    fresh = tmp_path / "a" / "b" / "cache"  # three folders prepare_all would create
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "note.txt").write_text("mine")
+    with pytest.raises(DataError, match="pid '42'"):
+        prepare_all([("sample-iconqa", None, fresh), ("sample-iconqa", None, kept),
+                     ("scienceqa", sqa_copy, fresh)])
+    assert not (tmp_path / "a").exists()
+    assert [p.name for p in kept.iterdir()] == ["note.txt"]  # a folder it did not create stays
+    good = prepare_all([("sample-iconqa", None, fresh)])
+    assert good[0].parent == fresh and (good[0] / "manifest.json").is_file()
