@@ -8,7 +8,8 @@ encoder-decoder or LLaMA decoder), so LoRA targeting and parameter accounting ar
 code paths for all of them.
 
 - tiny-t5 / tiny-llama: random init from a seed, shipped tokenizers, sized for the 2-core grid.
-- small-t5 / small-llama: same, tens of millions of parameters, for benchmarks.
+- small-t5 / small-llama: same, tens of millions of parameters, for benchmarks; xlsplit-t5: sized
+  so that its ViT : Q-Former : LLM FLOP split per problem is Flan-T5-XL's (benchmarks.vit_cache).
 - flan-t5-xl / vicuna-7b: ``from_pretrained`` from the HF cache or ``model_path``; with
   ``meta=True`` built from the offline config on the meta device (no weights, no tokenizers).
 """
@@ -64,7 +65,8 @@ class ModelBundle:
     """``model.config.image_token_id``: the placeholder the Q-Former outputs replace."""
 
 
-# Toy sizes. tiny: the 132-trial grid must run in ~20 min on 2 cores; small: 30-60M params.
+# Toy sizes. tiny: the 132-trial grid must run in ~20 min on 2 cores; small: 30-60M params;
+# xlsplit: a CPU-sized model spending its work like Flan-T5-XL does (benchmarks.vit_cache).
 _TOY_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"image": 32, "patch": 8, "vit": 48, "vit_ff": 96, "vit_layers": 2, "vit_heads": 4,
              "qf": 64, "qf_ff": 128, "qf_layers": 4, "qf_heads": 4, "queries": 8,
@@ -72,6 +74,11 @@ _TOY_SIZES: dict[str, dict[str, int]] = {
     "small": {"image": 64, "patch": 8, "vit": 256, "vit_ff": 1024, "vit_layers": 4,
               "vit_heads": 4, "qf": 384, "qf_ff": 1536, "qf_layers": 6, "qf_heads": 6,
               "queries": 16, "llm": 384, "llm_ff": 1024, "llm_layers": 4, "llm_heads": 6},
+    # Flan-T5-XL's per-problem FLOP split (ViT : Q-Former : LLM, training and scoring, measured
+    # by benchmarks.flop_split) at CPU size: 257 ViT tokens and 32 queries as the real model.
+    "xlsplit": {"image": 64, "patch": 4, "vit": 176, "vit_ff": 768, "vit_layers": 13, "vit_heads": 4,
+                "qf": 96, "qf_ff": 320, "qf_layers": 3, "qf_heads": 4, "queries": 32,
+                "llm": 256, "llm_ff": 640, "llm_layers": 8, "llm_dec_layers": 12, "llm_heads": 4},
 }
 
 
@@ -81,7 +88,7 @@ def _toy_text_config(family: str, s: dict[str, int], llm_tok: PreTrainedTokenize
         return {
             "model_type": "t5", "vocab_size": len(llm_tok), "d_model": s["llm"],
             "d_kv": s["llm"] // s["llm_heads"], "d_ff": s["llm_ff"], "num_layers": s["llm_layers"],
-            "num_decoder_layers": s["llm_layers"], "num_heads": s["llm_heads"],
+            "num_decoder_layers": s.get("llm_dec_layers", s["llm_layers"]), "num_heads": s["llm_heads"],
             "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
             "pad_token_id": llm_tok.pad_token_id, "eos_token_id": llm_tok.eos_token_id,
             "decoder_start_token_id": llm_tok.pad_token_id,

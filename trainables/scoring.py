@@ -56,6 +56,12 @@ def _result(nll: torch.Tensor, counts: list[int]) -> ScoreResult:
     return ScoreResult(predictions=[int(r.argmin()) for r in rows], scores=[r.tolist() for r in rows])
 
 
+def _owner(problems: Sequence[EncodedProblem], device: torch.device) -> torch.Tensor:
+    """Index of each candidate's problem; built from Python ints (no data-dependent op), so the
+    scorer also runs on shape-only fake tensors when benchmarks count its FLOPs."""
+    return torch.tensor([i for i, p in enumerate(problems) for _ in p.candidate_ids], device=device)
+
+
 def _prefix_embeds(m: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
                    ids: torch.Tensor, spec: TokenSpec) -> torch.Tensor:
     """LLM input embeddings of the prefixes, image tokens replaced by the projected Q-Former output."""
@@ -76,8 +82,7 @@ def _score_encoder_decoder(m: nn.Module, problems: Sequence[EncodedProblem],
     encoded = lm.get_encoder()(inputs_embeds=_prefix_embeds(m, problems, pixel_values, ids, spec),
                                attention_mask=mask).last_hidden_state
     cands = [c for p in problems for c in p.candidate_ids]
-    owner = torch.repeat_interleave(torch.arange(len(problems)), torch.tensor(
-        [len(p.candidate_ids) for p in problems])).to(device)
+    owner = _owner(problems, device)
     dec_in, dec_mask = pad_right([(spec.pad_id,) + c[:-1] for c in cands], spec.pad_id)
     labels, _ = pad_right(cands, IGNORE)
     out = lm(encoder_outputs=BaseModelOutput(last_hidden_state=encoded[owner]), attention_mask=mask[owner],
@@ -110,8 +115,7 @@ def _score_decoder_only(m: nn.Module, problems: Sequence[EncodedProblem],
     prefix = lm(inputs_embeds=_prefix_embeds(m, problems, pixel_values, ids, spec), attention_mask=mask,
                 position_ids=positions, use_cache=True, logits_to_keep=1)  # only the last position is scored
     cands = [c for p in problems for c in p.candidate_ids]
-    owner = torch.repeat_interleave(torch.arange(len(problems)), torch.tensor(
-        [len(p.candidate_ids) for p in problems])).to(device)
+    owner = _owner(problems, device)
     first = torch.tensor([c[0] for c in cands], device=device)
     nll = torch.nn.functional.cross_entropy(prefix.logits[:, -1].float()[owner], first, reduction="none")
     rest = [c[:-1] for c in cands]  # inputs that predict c[1:]
@@ -147,12 +151,20 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.inference_mode()
+def candidate_nll(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
+                  spec: TokenSpec, precision: Precision) -> torch.Tensor:
+    """Summed NLL of every candidate of ``problems``, flat in problem order: what
+    ``score_candidates`` ranks. ``pixel_values`` may also be cached ViT trunk features
+    (trainables.vision_features)."""
+    with _eval_mode(model) as m, precision.autocast():
+        score = _score_encoder_decoder if spec.family.encoder_decoder else _score_decoder_only
+        return score(m, problems, pixel_values, spec)
+
+
 def score_candidates(model: nn.Module, problems: Sequence[EncodedProblem], pixel_values: torch.Tensor,
                      spec: TokenSpec, precision: Precision) -> ScoreResult:
     """Batched, prefix-shared scores of all candidates of ``problems`` (pixel_values in order)."""
-    with _eval_mode(model) as m, precision.autocast():
-        score = _score_encoder_decoder if spec.family.encoder_decoder else _score_decoder_only
-        nll = score(m, problems, pixel_values, spec)
+    nll = candidate_nll(model, problems, pixel_values, spec, precision)
     return _result(nll, [len(p.candidate_ids) for p in problems])
 
 

@@ -11,11 +11,11 @@ PAPER_RANKS: tuple[int, ...] = (1, 2, 4, 8)
 # Model presets. The tiny ones have the real topology at toy size and need no download; the
 # real ones load Salesforce's checkpoints (from the HF cache or a local directory).
 TINY_PRESETS: tuple[str, ...] = ("tiny-t5", "tiny-llama")
-BENCH_PRESETS: tuple[str, ...] = ("small-t5", "small-llama")  # tens of millions of params, for benchmarks
+BENCH_PRESETS: tuple[str, ...] = ("small-t5", "small-llama", "xlsplit-t5")  # tens of millions of params, for benchmarks
 REAL_PRESETS: tuple[str, ...] = ("flan-t5-xl", "vicuna-7b")
 PRESETS: tuple[str, ...] = TINY_PRESETS + BENCH_PRESETS + REAL_PRESETS
 PRESET_FAMILY: dict[str, str] = {
-    "tiny-t5": "t5", "small-t5": "t5", "flan-t5-xl": "t5",
+    "tiny-t5": "t5", "small-t5": "t5", "xlsplit-t5": "t5", "flan-t5-xl": "t5",
     "tiny-llama": "llama", "small-llama": "llama", "vicuna-7b": "llama",
 }
 
