@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sweep test test-unit clean
+.PHONY: setup sweep test test-unit mutation clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,14 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" tests
+
+# Mutation testing of the core modules (tools/mutation.py; tens of minutes, not part of CI):
+# `make mutation` runs them all, `make mutation MODULES="loop retune"` some. Results and
+# survivors are kept in .mutation/<module>/; docs/MUTATION.md records the last full run.
+mutation: setup
+	$(PY) -m pip install -q -e '.[mutation]'
+	$(PY) -m tools.mutation $(MODULES)
+	$(PY) -m tools.named_mutants
 
 clean:
 	rm -rf ray_results mlruns mlflow.db reports .cache .pytest_cache

@@ -102,6 +102,19 @@ def test_table1_numbers_equal_the_runs_metrics(sweep, tmp_path):
     assert cells[("qformer_lora/ffn", "2")]["retuned"] == "1"
 
 
+def test_a_diverged_run_loses_its_cell_even_with_the_higher_accuracy(store, tmp_path):
+    s = Sweep(store)
+    cell = f"{BENCH}|{LLM}|llm_lora/all|r4"
+    s.trial("llm_lora", "all", 4, 0.90, None, 0.03, status="diverged")  # val before it blew up
+    s.trial("llm_lora", "all", 4, 0.50, 0.48, 0.03, retune_of=cell)
+    s.trial("llm_lora", "all", 8, 0.70, None, 0.05, status="diverged")  # alone: still shown
+    files = write_report("sweep-r", s.uri, tmp_path / "out")
+    cells = {c["rank"]: c for c in rows(files.cells_csv)}
+    assert (cells["4"]["accuracy"], cells["4"]["status"], cells["4"]["retuned"]) == ("48.00", "finished", "1")
+    assert (cells["8"]["accuracy"], cells["8"]["status"]) == ("70.00", "diverged")
+    assert "48.00\\*" in files.table_md.read_text() and "70.00†‡" in files.table_md.read_text()
+
+
 def test_report_files_are_logged_to_the_parent_run(sweep, tmp_path):
     files = write_report("sweep-r", sweep.uri, tmp_path / "out")
     logged = {a.path for a in sweep.client.list_artifacts(sweep.parent, "report")}
