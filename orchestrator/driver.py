@@ -6,7 +6,6 @@ them before Ray starts), so a mistake costs seconds, not a half-run sweep.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import time
@@ -14,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.spaces import Space, Targets, load_space, resolve_targets, trial_configs
+from orchestrator.options import SweepOptions
+from orchestrator.spaces import Space, load_space
+from orchestrator.targets import Targets, resolve_targets, trial_configs
 from trainables.config import TrialConfig
 
 
@@ -30,36 +31,36 @@ class Prepared:
     """The validated space (paper names)."""
     targets: Targets
     """What the paper's names stand for in this sweep."""
-    configs: list[dict[str, Any]]
-    """One flat trial config per cell, as trials receive them."""
+    trials: list[TrialConfig]
+    """One resolved trial config per cell (flattened only at the Ray boundary, tuner.py)."""
     name: str
     """Run name: the experiment directory under --storage and the MLflow experiment."""
     epoch_budget: int
     """Largest resolved epoch budget over the trials (ASHA's max_t)."""
 
 
-def prepare(args: argparse.Namespace, argv: list[str]) -> Prepared:
+def prepare(options: SweepOptions) -> Prepared:
     """Space + targets + trial configs, validated (raises SpaceError/SweepError)."""
-    space = load_space(args.space)
-    targets = resolve_targets(args.llm, args.benchmark, args.data_root)
-    extra = {k: v for k, v in (("seed", args.seed), ("epochs", args.epochs)) if v is not None}
-    cache_dir = str(Path(args.cache_dir).expanduser().resolve())
-    configs = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
-    budget = max(TrialConfig.from_dict(c).epochs for c in configs)
-    if args.grace_period is not None and args.grace_period > budget:
-        raise SweepError(f"--grace-period {args.grace_period} exceeds the epoch budget {budget}")
-    return Prepared(space=space, targets=targets, configs=configs,
-                    name=args.name or f"sweep-{space.name}", epoch_budget=budget)
+    space = load_space(options.space)
+    targets = resolve_targets(list(options.llm), list(options.benchmark), list(options.data_root))
+    extra = {k: v for k, v in (("seed", options.seed), ("epochs", options.epochs)) if v is not None}
+    cache_dir = str(Path(options.cache_dir).expanduser().resolve())
+    trials = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
+    budget = max(t.epochs for t in trials)
+    if options.grace_period is not None and options.grace_period > budget:
+        raise SweepError(f"--grace-period {options.grace_period} exceeds the epoch budget {budget}")
+    return Prepared(space=space, targets=targets, trials=trials,
+                    name=options.name or f"sweep-{space.name}", epoch_budget=budget)
 
 
-def dry_run(prepared: Prepared, args: argparse.Namespace) -> int:
+def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     """Print the plan at the real model sizes (meta device) and exit; Ray never starts."""
     from orchestrator import plan
     trials = plan.build_plan(prepared.space)
     print(plan.format_plan(trials))
-    if args.plan_out:
-        plan.write_plan_json(trials, Path(args.plan_out))
-        print(f"plan written to {args.plan_out}")
+    if options.plan_out:
+        plan.write_plan_json(trials, Path(options.plan_out))
+        print(f"plan written to {options.plan_out}")
     return 0
 
 
@@ -85,19 +86,18 @@ def check_gpus(gpus_per_trial: float, address: str | None) -> None:
                              f"--address of a cluster with GPUs")
 
 
-def prepare_data(configs: list[dict[str, Any]]) -> None:
+def prepare_data(trials: list[TrialConfig]) -> None:
     """Validate and prepare every benchmark of the space once, on the driver, before trials:
     all or nothing (trainables.data.prepare.prepare_all), so a data error leaves no trace."""
     from trainables.data.prepare import prepare_all
-    requests = list(dict.fromkeys((c["benchmark"], c.get("data_root"), c["cache_dir"])
-                                  for c in configs))
+    requests = list(dict.fromkeys((t.benchmark, t.data_root, t.cache_dir) for t in trials))
     try:
         prepare_all(requests)
     except ValueError as err:  # DataError is a ValueError naming file, pid and field
         raise SweepError(f"benchmark data: {err}") from None
 
 
-def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None = None) -> int:
+def run(prepared: Prepared, options: SweepOptions) -> int:
     """The whole sweep; returns the process exit code.
 
     Pre-flight order, so that a mistake costs seconds and leaves nothing behind: first the
@@ -110,25 +110,25 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
     from orchestrator import tuner as tn
     from orchestrator.tracking import SweepTracker, TrackingError
     try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
-        cluster.check_address(args.address)
+        cluster.check_address(options.address)
     except cluster.ClusterError as err:
         raise SweepError(str(err)) from None
-    check_gpus(args.gpus_per_trial, cluster.resolve_address(args.address))  # Ray jobs set RAY_ADDRESS
-    trainable = load_trainable(args.trainable)
-    prepare_data(prepared.configs)
+    check_gpus(options.gpus_per_trial, cluster.resolve_address(options.address))  # Ray jobs set RAY_ADDRESS
+    trainable = load_trainable(options.trainable)
+    prepare_data(prepared.trials)
     try:
-        storage = tn.check_storage(args.storage)
+        storage = tn.check_storage(options.storage)
     except ValueError as err:
         raise SweepError(str(err)) from None
     exists = tn.can_restore(storage, prepared.name)
-    if args.resume and not exists:
+    if options.resume and not exists:
         raise SweepError(f"--resume: no sweep {prepared.name!r} under {storage} to continue")
-    if exists and not args.resume:
+    if exists and not options.resume:
         raise SweepError(f"sweep {prepared.name!r} already exists under {storage}; pass --resume "
                          f"to continue it, or --name / --storage for a new one")
-    command = ["python", "-m", "orchestrator.sweep", *(argv or [])]
-    tracker = SweepTracker(args.tracking_uri, prepared.name, prepared.space.name, command,
-                           args.seed or 0, args.resume)
+    command = ["python", "-m", "orchestrator.sweep", *options.argv]
+    tracker = SweepTracker(options.tracking_uri, prepared.name, prepared.space.name, command,
+                           options.run_seed, options.resume)
     try:
         tracker.preflight()
     except TrackingError as err:
@@ -137,58 +137,60 @@ def run(prepared: Prepared, args: argparse.Namespace, *, argv: list[str] | None 
     # The classic reporter (a few columns, at most every 30 s) instead of per-trial result dumps.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
+    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="warning")
     try:
         try:  # every node must reach the storage; an autoscaling cluster starts with 0 GPUs
             cluster.check_storage_shared(storage)
-            cluster.wait_for_gpus(args.gpus_per_trial)
+            cluster.wait_for_gpus(options.gpus_per_trial)
         except cluster.ClusterError as err:
             raise SweepError(str(err)) from None
-        return _run_phases(prepared, args, storage, trainable, tracker)
+        return _run_phases(prepared, options, storage, trainable, tracker)
     finally:
         ray.shutdown()
 
 
-def _run_phases(prepared: Prepared, args: argparse.Namespace, storage: str,
+def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
                 trainable: Callable, tracker: Any) -> int:
     from orchestrator import retune, summary
     from orchestrator import tuner as tn
+    from orchestrator.results import from_tune_result, outcomes
     from orchestrator.schedulers import make_scheduler
     import ray
     tracker.start()
     settings = tn.TunerSettings(
-        storage=storage, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)
-                                                        // args.cpus_per_trial)),
-        max_failures=args.max_failures, callbacks=[tracker.callback()])
+        storage=storage, cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
+        max_concurrent=options.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)
+                                                        // options.cpus_per_trial)),
+        max_failures=options.max_failures, callbacks=[tracker.callback()])
     started = time.monotonic()
-    space = tn.grid_param_space(prepared.configs)
-    if args.resume:
+    space = tn.grid_param_space(prepared.trials)
+    if options.resume:
         grid = tn.restore_tuner(trainable, space, prepared.name, settings)
     else:
-        scheduler = make_scheduler(args.scheduler, prepared.epoch_budget, args.grace_period,
-                                   args.reduction_factor)
+        scheduler = make_scheduler(options.scheduler, prepared.epoch_budget, options.grace_period,
+                                   options.reduction_factor)
         grid = tn.build_tuner(trainable, space, prepared.name, settings, scheduler,
-                              configs=prepared.configs)
+                              trials=prepared.trials)
     results = grid.fit()
     if results.num_terminated + results.num_errors < len(results):  # Ctrl-C / SIGUSR1 in Tune
         print(f"sweep interrupted with {len(results) - results.num_terminated - results.num_errors} "
               f"trials unfinished; continue it with the same command plus --resume")
         tracker.finish("KILLED")
         return 130
-    rows = summary.rows_from_results(results)
+    grid_trials = [from_tune_result(r) for r in results]
     retuned: list = []
-    if not args.no_retune:
-        retuned = retune.retune_divergent(rows, trainable, prepared.name, settings,
-                                          seed=args.seed or 0, num_samples=args.retune_samples,
-                                          resume=args.resume)
-        rows = retune.apply_retunes(rows, retuned)
+    if not options.no_retune:
+        retuned = retune.retune_divergent(grid_trials, trainable, prepared.name, settings,
+                                          seed=options.run_seed,
+                                          num_samples=options.retune_samples,
+                                          resume=options.resume)
         record_retunes(tracker, retuned)
+    trials = grid_trials + [t for r in retuned for t in r.trials]
     wall = time.monotonic() - started
-    print(summary.format_summary(rows, retuned, prepared.targets, tracker.describe(), wall))
-    failed = [r for r in rows if r.error]
-    write_report_files(prepared.name, tracker, args.report_dir)
+    print(summary.format_summary(trials, retuned, prepared.targets, tracker.describe(), wall))
+    failed = [o for o in outcomes(trials) if o.chosen.failed]
+    write_report_files(prepared.name, tracker, options.report_dir)
     tracker.finish("FAILED" if failed else "FINISHED")
     return 1 if failed else 0
 
@@ -197,8 +199,8 @@ def record_retunes(tracker: Any, retunes: list) -> None:
     """Tag each retuned cell's grid run with the retune that replaced it, now that the retunes
     have results: one that lost (orchestrator.retune.Retune.replaces) leaves it untagged."""
     for r in retunes:
-        best = r.best.trial_id if r.replaces else None
-        tracker.mark_replaced(r.original.cell_id, r.original.trial_id, best)
+        best = r.chosen.run_id if r.replaces else None  # run_id: the Tune trial id here
+        tracker.mark_replaced(r.original.cell.id, r.original.run_id, best)
 
 
 def write_report_files(name: str, tracker: Any, out_dir: str | None) -> None:

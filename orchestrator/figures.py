@@ -5,22 +5,34 @@ be drawn in a headless driver or a test and the caller decides where the PNG goe
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-from trainables.methods import table_rows
+from trainables.methods import ADAPTERS, ALPHA_RULES, PeftSetup, row_order, table_rows
 
-# One colour and marker per Table 1 row method (method/sublayer), stable across figures.
+# One colour and marker per Table 1 row method (method/sublayer), stable across figures; an
+# adapter variant keeps its row's colour and gets a marker of its own.
 ROW_METHODS: tuple[str, ...] = tuple(f"{m}/{s}" for m, s in table_rows())
 _COLOURS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
             "tab:pink", "tab:olive", "tab:cyan")
 _MARKERS = ("s", "o", "^", "D", "v", "<", ">", "P", "X", "*")
+_VARIANT_MARKERS = ("h", "p", "8", "d", "H", "x", "+", "1", "2", "3", "4")
 STYLE = {name: (_COLOURS[i % len(_COLOURS)], _MARKERS[i % len(_MARKERS)])
          for i, name in enumerate(ROW_METHODS)}
+
+
+def style(peft: PeftSetup) -> tuple[str, str]:
+    """(colour, marker) of a row: its method/sublayer's, the marker per adapter variant."""
+    colour, marker = STYLE[f"{peft.method}/{peft.sublayer}"]
+    if peft.is_paper_lora:
+        return colour, marker
+    variant = list(ADAPTERS).index(peft.adapter) * len(ALPHA_RULES) \
+        + list(ALPHA_RULES).index(peft.alpha) - 1
+    return colour, _VARIANT_MARKERS[variant % len(_VARIANT_MARKERS)]
 
 
 @dataclass(frozen=True)
@@ -28,11 +40,17 @@ class Point:
     """One trial in Figure 2."""
 
     group: str  # "benchmark|llm": one panel each
-    row_method: str  # "method/sublayer"
+    peft: PeftSetup  # its row (method/sublayer and adapter variant); the rank is the point's
     fraction: float  # trainable parameters / all parameters of the model
     accuracy: float  # percent
     from_val: bool  # True: a stopped trial, best validation accuracy instead of test accuracy
     superseded: bool  # Table 1 shows another run for its cell (drawn faint, not on the front)
+
+
+def _rows(pefts: Iterable[PeftSetup]) -> list[str]:
+    """Distinct row labels in table order."""
+    by_label = {p.row_label: p for p in pefts}
+    return sorted(by_label, key=lambda label: row_order(by_label[label]))
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
@@ -56,11 +74,11 @@ def _panels(groups: Sequence[str], width: float = 5.5, height: float = 4.2) -> t
     return fig, axes
 
 
-def _scatter(ax, sel: Sequence[Point], name: str, from_val: bool, superseded: bool) -> None:
+def _scatter(ax, sel: Sequence[Point], from_val: bool, superseded: bool) -> None:
     """Filled: test accuracy; hollow: best validation accuracy of a stopped trial; faint: a
     trial whose cell Table 1 fills with another run (replaced by a retune, or a losing retune)."""
-    colour, marker = STYLE[name]
-    label = name + (" (best val acc: stopped)" if from_val else "") \
+    colour, marker = style(sel[0].peft)
+    label = sel[0].peft.row_label + (" (best val acc: stopped)" if from_val else "") \
         + (" (not in Table 1)" if superseded else "")
     ax.scatter([p.fraction for p in sel], [p.accuracy for p in sel], label=label, marker=marker,
                s=36, edgecolors=colour, facecolors="none" if from_val else colour,
@@ -83,13 +101,13 @@ def accuracy_vs_fraction(points: Sequence[Point]) -> Figure:
     fig, axes = _panels(groups)
     for ax, group in zip(axes, groups):
         mine = [p for p in points if p.group == group]
-        for name in ROW_METHODS:
+        for row in _rows(p.peft for p in mine):
             for from_val, superseded in ((False, False), (True, False), (False, True),
                                          (True, True)):
-                sel = [p for p in mine if p.row_method == name and p.from_val == from_val
+                sel = [p for p in mine if p.peft.row_label == row and p.from_val == from_val
                        and p.superseded == superseded]
                 if sel:
-                    _scatter(ax, sel, name, from_val, superseded)
+                    _scatter(ax, sel, from_val, superseded)
         front = pareto_front([p for p in mine if not p.superseded])
         ax.plot([p.fraction for p in front], [p.accuracy for p in front], "k--", lw=1,
                 drawstyle="steps-post", label="Pareto front", zorder=0)
@@ -108,7 +126,7 @@ class Curve:
     """One trial's validation accuracy per epoch."""
 
     group: str
-    row_method: str
+    peft: PeftSetup
     label: str
     epochs: tuple[int, ...]
     val_acc: tuple[float, ...]  # percent
@@ -121,9 +139,10 @@ def learning_curves(curves: Sequence[Curve]) -> Figure:
     for ax, group in zip(axes, groups):
         seen: set[str] = set()
         for c in (c for c in curves if c.group == group):
-            colour, marker = STYLE[c.row_method]
-            label = c.row_method if c.row_method not in seen else None
-            seen.add(c.row_method)
+            colour, marker = style(c.peft)
+            row = c.peft.row_label
+            label = row if row not in seen else None
+            seen.add(row)
             ax.plot(c.epochs, c.val_acc, color=colour, marker=marker, ms=3, lw=1, alpha=0.8,
                     label=label)
         ax.set_title(group.replace("|", "  ·  "))

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 import ray
 from ray.tune import Callback
 
+from orchestrator.results import TrialResult, status_of
+from trainables.cell import Cell, parse_cell_id
 from trainables.config import TrialConfig
 from trainables.predictions import FILE_NAME as PREDICTIONS_FILE
 
@@ -48,17 +50,30 @@ CATEGORY_PREFIX = "test_acc/"
 PREDICTIONS_ARTIFACT = "predictions"
 """Artifact folder of a trial's predictions.parquet (trainables.predictions)."""
 PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
-              "grad_accum", "seed")
+              "grad_accum", "seed", "adapter", "alpha")
 
 
-def cell_id(config: dict[str, Any]) -> str:
-    """The cell id of a resolved trial config (trainables.cell); a config TrialConfig rejected
-    still gets a (failed) run, named by its raw values."""
+def cell_of(config: dict[str, Any]) -> Cell | None:
+    """The cell of a trial config (None: a config TrialConfig rejects; its trial then fails
+    with that error and its run is tagged by the raw config alone)."""
     try:
-        return TrialConfig.from_dict(config).cell_id
+        return TrialConfig.from_dict(config).cell
     except (TypeError, ValueError):
-        get = config.get
-        return f"invalid:{get('benchmark')}|{get('llm')}|{get('method')}/{get('sublayer')}"
+        return None
+
+
+def trial_result(run: Run) -> TrialResult:
+    """Read one trial run back (the layout this module writes) as the results model's trial.
+    Raises ValueError when the run has no valid cell id tag."""
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    lr = p.get("lr")
+    return TrialResult(
+        cell=parse_cell_id(t.get(TAG_CELL, "")), status=t.get(TAG_STATUS, "unknown"),
+        best_val_acc=m.get("best_val_acc"), test_acc=m.get("test_acc"),
+        epochs_run=int(m.get("epoch", 0)), retune_of=t.get(TAG_RETUNE_OF) or None,
+        lr=float(lr) if lr not in (None, "None") else None,
+        trainable_fraction=m.get("trainable_fraction"), time_s=float(m.get("wall_time_s", 0.0)),
+        run_id=run.info.run_id, name=run.info.run_name)
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +245,8 @@ class TrialRunLogger(Callback):
         if self._existing is None:
             self._load_existing()
         config = resolve_config(trial.config)
-        cell = cell_id(config)
+        cell_obj = cell_of(config)
+        cell = cell_obj.id if cell_obj else ""
         found = self._existing.get((trial.trial_id, cell))
         if found is not None:
             metrics = found.data.metrics
@@ -239,16 +255,17 @@ class TrialRunLogger(Callback):
             self.client.update_run(run.run_id, status="RUNNING")
             self.client.set_tag(run.run_id, TAG_STATUS, "running")
         else:
-            run = _TrialRun(self._create_run(trial.trial_id, config, cell), cell)
+            run = _TrialRun(self._create_run(trial.trial_id, config, cell_obj), cell)
         self._runs[trial.trial_id] = run
         return run
 
-    def _create_run(self, trial_id: str, config: dict[str, Any], cell: str) -> str:
+    def _create_run(self, trial_id: str, config: dict[str, Any], cell_obj: Cell | None) -> str:
         retune_of = config.get("retune_of")
+        cell = cell_obj.id if cell_obj else ""
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id,
                 TAG_SPACE: self.space_name, TAG_CELL: cell, TAG_STATUS: "running",
-                TAG_GROUP: f"{config.get('benchmark')}|{config.get('llm')}"}
-        name = cell
+                TAG_GROUP: cell_obj.group_id if cell_obj else ""}
+        name = cell or "invalid trial config"
         if retune_of:
             tags[TAG_RETUNE_OF] = str(retune_of)
             name = f"{cell} retune lr={config.get('lr')}"
@@ -265,12 +282,7 @@ class TrialRunLogger(Callback):
         last = trial.last_result or {}
         if last:
             self._log_result(run, last)  # normally a no-op: Tune passed it to on_trial_result
-        if failed:
-            status = "error"
-        elif run.diverged:
-            status = "diverged"
-        else:
-            status = "finished" if last.get("test_acc") is not None else "stopped"
+        status = status_of(last, failed=failed, diverged=run.diverged)
         wall = last.get("time_total_s", time.monotonic() - run.started)
         final = {"diverged": float(run.diverged), "wall_time_s": float(wall),
                  "retuned": float(bool(trial.config.get("retune_of")))}

@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.spaces import Space
 from trainables import defaults
 from trainables.families import Family, family_spec
-from trainables.methods import PeftSetup
+from trainables.methods import PAPER_ADAPTER, PAPER_ALPHA
 
 VIT_TOKENS = 257
 QUERY_TOKENS = 32
@@ -61,6 +62,8 @@ class PlannedTrial:
     lora_params_llm: int
     est_gpu_memory_bytes: int
     est_train_flops_per_epoch: int
+    adapter: str = PAPER_ADAPTER
+    alpha: str = PAPER_ALPHA
 
 
 @dataclass(frozen=True)
@@ -126,24 +129,24 @@ def estimates(shape: ModelShape, preset: str, benchmark: str, lora: dict[str, in
     return int(memory), int(flops_example * TRAIN_PROBLEMS[benchmark])
 
 
-def build_plan(space: Any) -> list[PlannedTrial]:
+def build_plan(space: Space) -> list[PlannedTrial]:
     """One PlannedTrial per cell of ``space`` (paper names), each real model built once."""
     from trainables.accounting import count_parameters
     shapes: dict[str, tuple[Any, ModelShape]] = {}
     plan = []
     for cell in space.cells:
-        llm = cell["llm"]
+        llm, peft = cell.llm, cell.peft
         if llm not in shapes:
             shapes[llm] = model_shape(llm)
         bundle, shape = shapes[llm]
-        peft = PeftSetup(cell["method"], cell["sublayer"], cell["rank"])
         rep = count_parameters(bundle.model, peft, shape.family)
         lora = {"qformer": rep.lora_params_qformer, "llm": rep.lora_params_llm}
-        memory, flops = estimates(shape, llm, cell["benchmark"], lora, rep.trainable, rep.total)
-        lr = cell["lr"] if cell["lr"] is not None else defaults.default_lr(cell["method"], llm)
+        memory, flops = estimates(shape, llm, cell.benchmark, lora, rep.trainable, rep.total)
+        lr = space.overrides.get("lr") or defaults.default_lr(peft.method, llm)
         plan.append(PlannedTrial(
-            method=cell["method"], sublayer=cell["sublayer"], rank=int(cell["rank"]), llm=llm,
-            benchmark=cell["benchmark"], lr=float(lr), trainable_params=int(rep.trainable),
+            method=peft.method, sublayer=peft.sublayer, rank=peft.rank, llm=llm,
+            adapter=peft.adapter, alpha=peft.alpha,
+            benchmark=cell.benchmark, lr=float(lr), trainable_params=int(rep.trainable),
             total_params=int(rep.total), trainable_fraction=rep.trainable_fraction,
             fraction_of_baseline=rep.fraction_of_baseline,
             lora_params_qformer=int(rep.lora_params_qformer),
@@ -155,13 +158,14 @@ def build_plan(space: Any) -> list[PlannedTrial]:
 def format_plan(plan: list[PlannedTrial]) -> str:
     """Fixed-width table, one line per trial, and totals."""
     head = (f"{'#':>3} {'benchmark':<10}{'llm':<11}{'method':<13}{'sublayer':<11}{'r':>2} "
-            f"{'lr':>8} {'trainable':>13} {'% total':>8} {'% base':>7} {'GPU GiB':>8} "
+            f"{'adapter':>7} {'lr':>8} {'trainable':>13} {'% total':>8} {'% base':>7} {'GPU GiB':>8} "
             f"{'PFLOP/epoch':>12}")
     lines = [head, "-" * len(head)]
     for i, t in enumerate(plan, 1):
         lines.append(
             f"{i:>3} {t.benchmark:<10}{t.llm:<11}{t.method:<13}{t.sublayer:<11}{t.rank:>2} "
-            f"{t.lr:>8.1e} {t.trainable_params:>13,} {100 * t.trainable_fraction:>8.3f} "
+            f"{t.adapter + ('' if t.alpha == PAPER_ALPHA else '/' + t.alpha):>7} {t.lr:>8.1e} "
+            f"{t.trainable_params:>13,} {100 * t.trainable_fraction:>8.3f} "
             f"{100 * t.fraction_of_baseline:>7.2f} {t.est_gpu_memory_bytes / 2**30:>8.1f} "
             f"{t.est_train_flops_per_epoch / 1e15:>12.1f}")
     total = sum(t.est_train_flops_per_epoch for t in plan)

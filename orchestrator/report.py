@@ -20,60 +20,14 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from orchestrator.figures import Curve, Point, accuracy_vs_fraction, learning_curves
-from orchestrator.mlflow_runs import (TAG_CELL, TAG_GROUP, TAG_PARENT, TAG_RETUNE_OF, TAG_ROLE,
-                                      TAG_STATUS)
+from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, trial_result
+from orchestrator.results import TrialResult
 from orchestrator.table1 import Table1, build_table1, write_table1
 from orchestrator.tracking import resolve_tracking_uri
 
 
 class ReportError(RuntimeError):
     """The report cannot be made (unknown experiment, no trial runs); the message says which."""
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One trial run as the report needs it; accuracies in percent."""
-
-    run_id: str
-    name: str
-    cell: str
-    group: str  # "benchmark|llm"
-    method: str
-    sublayer: str
-    rank: int
-    llm: str
-    benchmark: str
-    status: str  # finished | stopped | diverged | error | running | interrupted
-    retuned: bool  # this run is a retune of its cell (starred in Table 1)
-    test_acc: float | None
-    best_val_acc: float | None
-    trainable_fraction: float | None
-
-    @property
-    def row_method(self) -> str:
-        return f"{self.method}/{self.sublayer}"
-
-    @property
-    def accuracy(self) -> tuple[float | None, bool]:
-        """(accuracy, from_val): test accuracy, else best validation accuracy (stopped)."""
-        if self.test_acc is not None:
-            return self.test_acc, False
-        return self.best_val_acc, self.best_val_acc is not None
-
-
-def _pct(metrics: dict[str, float], key: str) -> float | None:
-    return round(100.0 * metrics[key], 2) if key in metrics else None
-
-
-def trial_from_run(run: Run) -> Trial:
-    p, m, t = run.data.params, run.data.metrics, run.data.tags
-    return Trial(
-        run_id=run.info.run_id, name=run.info.run_name, cell=t.get(TAG_CELL, ""),
-        group=t.get(TAG_GROUP, f"{p.get('benchmark')}|{p.get('llm')}"), method=p["method"],
-        sublayer=p["sublayer"], rank=int(p["rank"]), llm=p["llm"], benchmark=p["benchmark"],
-        status=t.get(TAG_STATUS, "unknown"), retuned=bool(t.get(TAG_RETUNE_OF)),
-        test_acc=_pct(m, "test_acc"),
-        best_val_acc=_pct(m, "best_val_acc"), trainable_fraction=m.get("trainable_fraction"))
 
 
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
@@ -88,8 +42,21 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
             return runs
 
 
+def _trials(runs: list[Run]) -> list[TrialResult]:
+    """The trial runs among ``runs``; a run without a valid cell id (a trial whose config was
+    rejected) has no place in a table and is left out."""
+    trials = []
+    for run in runs:
+        if run.data.tags.get(TAG_ROLE) == "trial":
+            try:
+                trials.append(trial_result(run))
+            except ValueError:
+                continue
+    return trials
+
+
 def load_trials(client: MlflowClient, experiment_name: str,
-                parent_run_id: str | None = None) -> tuple[str, list[Trial]]:
+                parent_run_id: str | None = None) -> tuple[str, list[TrialResult]]:
     """The sweep's parent run id (default: the latest) and its trial runs."""
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None or exp.lifecycle_stage != "active":
@@ -102,35 +69,37 @@ def load_trials(client: MlflowClient, experiment_name: str,
             raise ReportError(f"experiment {experiment_name!r} holds no sweep (no parent run "
                               f"tagged {TAG_ROLE}=parent); is it a sweep's experiment?")
         parent_run_id = parents[0].info.run_id
-    children = _search_all(client, exp.experiment_id, f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
-    trials = [trial_from_run(r) for r in children if r.data.tags.get(TAG_ROLE) == "trial"]
+    trials = _trials(_search_all(client, exp.experiment_id,
+                                 f"tags.`{TAG_PARENT}` = '{parent_run_id}'"))
     if not trials:
         raise ReportError(f"experiment {experiment_name!r}: sweep run {parent_run_id} has no "
                           f"trial runs yet; nothing to report")
-    order = {name: i for i, name in enumerate(t.cell for t in trials)}
-    return parent_run_id, sorted(trials, key=lambda t: (t.group, order[t.cell], t.run_id))
+    order = {cell_id: i for i, cell_id in enumerate(t.cell.id for t in trials)}
+    return parent_run_id, sorted(trials, key=lambda t: (t.cell.group_id, order[t.cell.id],
+                                                        t.run_id))
 
 
-def figure_points(trials: list[Trial], table: Table1) -> list[Point]:
+def figure_points(trials: list[TrialResult], table: Table1) -> list[Point]:
     """One point per trial that has an accuracy and a trainable fraction; a trial whose cell
-    Table 1 fills with another run (a grid run a retune replaced, a retune that lost) is drawn
-    faint and kept off the Pareto front, so the figure and the table never disagree."""
-    shown = {cell.run_id for cell in table.cells.values()}
+    Table 1 fills with another run (a grid run a retune replaced, a retune that lost, a seed
+    not chosen) is drawn faint and kept off the Pareto front, so figure and table agree."""
+    shown = {entry.chosen.run_id for entry in table.entries.values()}
     points = []
     for t in trials:
         acc, from_val = t.accuracy
         if acc is not None and t.trainable_fraction:
-            points.append(Point(t.group, t.row_method, t.trainable_fraction, acc, from_val,
-                                t.run_id not in shown))
+            points.append(Point(t.cell.group_id, t.cell.peft, t.trainable_fraction, 100.0 * acc,
+                                from_val, t.run_id not in shown))
     return points
 
 
-def trial_curves(client: MlflowClient, trials: list[Trial]) -> list[Curve]:
+def trial_curves(client: MlflowClient, trials: list[TrialResult]) -> list[Curve]:
     curves = []
     for t in trials:
         history = sorted(client.get_metric_history(t.run_id, "val_acc"), key=lambda m: m.step)
         if history:
-            curves.append(Curve(t.group, t.row_method, t.name, tuple(m.step for m in history),
+            curves.append(Curve(t.cell.group_id, t.cell.peft, t.name,
+                                tuple(m.step for m in history),
                                 tuple(100.0 * m.value for m in history)))
     return curves
 

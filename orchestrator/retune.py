@@ -18,18 +18,18 @@ Divergence rule. A cell is divergent when
 
 Each divergent cell gets a Tuner with OptunaSearch (TPE, seeded) over the lr distribution of
 search_spaces.lr_retune plus (grouped) ASHA, trials tagged retune_of=<cell_id>. The best retune
-trial (by best validation accuracy) replaces the cell in the final table, marked '*', when it
-beats the original (or the original diverged); otherwise the original stays and the summary
-says the retune did not help.
+trial replaces the cell in the final table, marked '*', when orchestrator.results.select picks
+it over the original (it beats its best validation accuracy, or the original diverged);
+otherwise the original stays and the summary says the retune did not help.
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from orchestrator.summary import CellResult
+from orchestrator.results import TrialResult, from_tune_result, select
 from trainables import defaults
 from trainables.config import TrialConfig
 
@@ -41,11 +41,10 @@ REAL_VAL_SIZES = {"scienceqa": 2097, "iconqa": 6316}
 """Validation problems of the real benchmarks (paper appendix B)."""
 
 
-def val_size(config: dict[str, Any]) -> int:
+def val_size(config: TrialConfig) -> int:
     """Validation problems a trial was scored on (caps included)."""
-    bench = config["benchmark"]
-    size = REAL_VAL_SIZES.get(bench) or defaults.SYNTH_SPLIT_SIZES["val"]
-    cap = config.get("max_eval_examples")
+    size = REAL_VAL_SIZES.get(config.benchmark) or defaults.SYNTH_SPLIT_SIZES["val"]
+    cap = config.max_eval_examples
     return min(size, cap) if cap else size
 
 
@@ -55,29 +54,35 @@ def margin(p: float, n_val: int) -> float:
     return max(MIN_GAP, NOISE_SIGMAS * math.sqrt(p * (1 - p) / max(n_val, 1)))
 
 
-def divergence_reason(row: CellResult, rows: list[CellResult]) -> str | None:
+def _siblings(row: TrialResult, rows: list[TrialResult]) -> list[TrialResult]:
+    """The same cell at the other ranks (same benchmark, LLM, method, sublayer, adapter, alpha)."""
+    def without_rank(t: TrialResult) -> tuple:
+        c, p = t.cell, t.cell.peft
+        return c.benchmark, c.llm, p.method, p.sublayer, p.adapter, p.alpha
+    return [r for r in rows if r is not row and not r.failed
+            and r.cell.peft.rank != row.cell.peft.rank and without_rank(r) == without_rank(row)]
+
+
+def divergence_reason(row: TrialResult, rows: list[TrialResult]) -> str | None:
     """Why ``row`` is divergent (None: it is not); the rule is in the module docstring."""
-    if row.error:
+    if row.failed:
         return None
     if row.diverged:
         return "trial reported diverged"
-    c = row.config
-    siblings = [r for r in rows if r is not row and not r.error and r.config["rank"] != c["rank"]
-                and all(r.config[k] == c[k] for k in ("benchmark", "llm", "method", "sublayer"))]
-    for sib in siblings:
+    for sib in _siblings(row, rows):
         epoch = min(row.epochs_run, sib.epochs_run)
         mine, theirs = row.best_at(epoch), sib.best_at(epoch)
         if mine is None or theirs is None:
             continue
-        need = margin(theirs, val_size(c))
+        need = margin(theirs, val_size(row.config))
         if theirs - mine > need:
-            return (f"best val {mine:.3f} at epoch {epoch} trails rank {sib.config['rank']}'s "
+            return (f"best val {mine:.3f} at epoch {epoch} trails rank {sib.cell.peft.rank}'s "
                     f"{theirs:.3f} by more than {need:.3f}")
     return None
 
 
-def find_divergent(rows: list[CellResult]) -> list[tuple[CellResult, str]]:
-    """Every divergent cell with its reason, in grid order."""
+def find_divergent(rows: list[TrialResult]) -> list[tuple[TrialResult, str]]:
+    """Every divergent grid trial with its reason, in grid order."""
     out = []
     for row in rows:
         reason = divergence_reason(row, rows)
@@ -90,45 +95,38 @@ def find_divergent(rows: list[CellResult]) -> list[tuple[CellResult, str]]:
 class Retune:
     """The learning-rate search of one divergent cell."""
 
-    original: CellResult
+    original: TrialResult
     """The grid trial that diverged."""
     reason: str
     """Why it counted as divergent."""
-    trials: list[CellResult]
+    trials: list[TrialResult]
     """The retune trials."""
 
     @property
-    def best(self) -> CellResult | None:
-        ok = [t for t in self.trials if t.best_val_acc is not None and not t.error and not t.diverged]
-        return max(ok, key=lambda t: t.best_val_acc) if ok else None
+    def chosen(self) -> TrialResult:
+        """What the cell shows: results.select over the grid trial and its retunes."""
+        return select([self.original, *self.trials])
 
     @property
     def replaces(self) -> bool:
-        """Whether the best retune trial takes the cell's place in the table."""
-        best, orig = self.best, self.original
-        return best is not None and (orig.diverged or orig.best_val_acc is None
-                                     or best.best_val_acc > orig.best_val_acc)
+        """Whether a retune trial takes the cell's place in the table."""
+        return self.chosen is not self.original
 
     def describe(self) -> str:
         orig = self.original
-        head = f"{orig.cell_id}: {self.reason}; {len(self.trials)} lrs tried"
+        head = f"{orig.cell.id}: {self.reason}; {len(self.trials)} lrs tried"
         if not self.replaces:
             return head + "; no retune trial beat the original (kept)"
-        best = self.best
-        return (f"{head}; best lr {best.config['lr']:.3g}: val {100 * best.best_val_acc:.1f} "
-                f"(was {100 * (orig.best_val_acc or 0):.1f} at lr {resolved_lr(orig.config):.3g})")
-
-
-def resolved_lr(config: dict[str, Any]) -> float:
-    """The lr a grid trial actually used (None -> the method's default)."""
-    return TrialConfig.from_dict(config).lr
+        best = self.chosen
+        return (f"{head}; best lr {best.lr:.3g}: val {100 * best.best_val_acc:.1f} "
+                f"(was {100 * (orig.best_val_acc or 0):.1f} at lr {orig.lr:.3g})")
 
 
 def retune_name(sweep_name: str, cell_id: str) -> str:
     return f"{sweep_name}-retune-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", cell_id)
 
 
-def retune_cell(row: CellResult, reason: str, trainable: Callable, sweep_name: str,
+def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: str,
                 settings: Any, *, seed: int, num_samples: int, resume: bool) -> Retune:
     """One seeded TPE + ASHA learning-rate search for a divergent cell."""
     import optuna
@@ -136,22 +134,22 @@ def retune_cell(row: CellResult, reason: str, trainable: Callable, sweep_name: s
 
     from orchestrator import tuner as tn
     from orchestrator.schedulers import METRIC, MODE, make_scheduler
-    from orchestrator.summary import rows_from_results
     from search_spaces import lr_retune
-    name = retune_name(sweep_name, row.cell_id)
-    space = lr_retune.space_for(row.config, row.cell_id, resolved_lr(row.config))
+    name = retune_name(sweep_name, row.cell.id)
+    space = lr_retune.space_for(row.config.to_dict(), row.cell.id, row.config.lr)
     if resume and tn.can_restore(settings.storage, name):
         tuner = tn.restore_tuner(trainable, space, name, settings)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 2))
         search = OptunaSearch(metric=METRIC, mode=MODE, sampler=sampler)
-        epochs = TrialConfig.from_dict(row.config).epochs
-        tuner = tn.build_tuner(trainable, space, name, settings, make_scheduler("asha", epochs),
+        tuner = tn.build_tuner(trainable, space, name, settings,
+                               make_scheduler("asha", row.config.epochs),
                                search_alg=search, num_samples=num_samples)
-    return Retune(original=row, reason=reason, trials=rows_from_results(tuner.fit()))
+    return Retune(original=row, reason=reason,
+                  trials=[from_tune_result(r) for r in tuner.fit()])
 
 
-def retune_divergent(rows: list[CellResult], trainable: Callable, sweep_name: str,
+def retune_divergent(rows: list[TrialResult], trainable: Callable, sweep_name: str,
                      settings: Any, *, seed: int, num_samples: int | None,
                      resume: bool) -> list[Retune]:
     """Find the divergent cells and retune each (one Tuner after another)."""
@@ -159,14 +157,7 @@ def retune_divergent(rows: list[CellResult], trainable: Callable, sweep_name: st
     divergent = find_divergent(rows)
     if divergent:
         print(f"retuning {len(divergent)} divergent cell(s): "
-              + ", ".join(r.cell_id for r, _ in divergent))
+              + ", ".join(r.cell.id for r, _ in divergent))
     return [retune_cell(row, reason, trainable, sweep_name, settings, seed=seed,
                         num_samples=num_samples or lr_retune.NUM_SAMPLES, resume=resume)
             for row, reason in divergent]
-
-
-def apply_retunes(rows: list[CellResult], retunes: list[Retune]) -> list[CellResult]:
-    """Rows with each improved cell replaced by its best retune trial (retuned_lr set: '*')."""
-    better = {r.original.cell_id: r.best for r in retunes if r.replaces}
-    return [replace(better[row.cell_id], retuned_lr=better[row.cell_id].config["lr"])
-            if row.cell_id in better else row for row in rows]

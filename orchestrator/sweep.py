@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
+from orchestrator.options import OptionError, SweepOptions
 from orchestrator.spaces import SPACE_MODULES, SpaceError
 from trainables.excerpt import one_line
 
@@ -95,43 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Contradictory options: one error each, before anything starts."""
-    if args.resume and args.dry_run:
-        p.error("--resume and --dry-run contradict each other (a dry run starts nothing)")
-    if args.plan_out and not args.dry_run:
-        p.error("--plan-out needs --dry-run")
-    if args.scheduler == "fifo":
-        for opt in ("grace_period", "reduction_factor"):
-            if getattr(args, opt) is not None:
-                p.error(f"--{opt.replace('_', '-')} only applies to --scheduler asha")
-    if args.no_retune and args.retune_samples is not None:
-        p.error("--retune-samples contradicts --no-retune")
-    for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period"):
-        value = getattr(args, opt)
-        if value is not None and value < 1:
-            p.error(f"--{opt.replace('_', '-')} must be >= 1, got {value}")
-    if args.reduction_factor is not None and args.reduction_factor <= 1:
-        p.error(f"--reduction-factor must be > 1, got {args.reduction_factor}")
-    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
-        p.error("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
-    if args.max_failures < 0:
-        p.error(f"--max-failures must be >= 0, got {args.max_failures}")
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    check_options(parser, args)
+    try:
+        options = SweepOptions.from_namespace(parser.parse_args(argv), argv)
+    except OptionError as err:
+        parser.error(str(err))
     from orchestrator import driver  # after parsing: --help and option errors stay instant
     try:
-        prepared = driver.prepare(args, argv)
-        if args.dry_run:
-            return driver.dry_run(prepared, args)
-        return driver.run(prepared, args, argv=argv)
+        prepared = driver.prepare(options)
+        if options.dry_run:
+            return driver.dry_run(prepared, options)
+        return driver.run(prepared, options)
     except (SpaceError, driver.SweepError) as err:
         # One line naming the culprit (no usage block: the options parsed fine).
         print(f"sweep: error: {one_line(str(err))}", file=sys.stderr)

@@ -58,8 +58,10 @@ class _Pick:
         return self.configs[config[CELL_INDEX]].get(self.key)
 
 
-def grid_param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
-    """An explicit grid: exactly one trial per config, in order, with flat config keys."""
+def grid_param_space(trials: list[TrialConfig]) -> dict[str, Any]:
+    """An explicit grid: exactly one trial per config, in order, with flat config keys (the Ray
+    boundary: the typed configs become the flat dicts a function trainable receives)."""
+    configs = [t.to_dict() for t in trials]
     keys = sorted({k for c in configs for k in c})
     space: dict[str, Any] = {CELL_INDEX: tune.grid_search(list(range(len(configs))))}
     space.update({k: tune.sample_from(_Pick(configs, k)) for k in keys})
@@ -70,16 +72,16 @@ class TrialNamer:
     """Readable, file-system-safe trial names: the cell id (plus the lr of a retune trial).
 
     Tune names a trial before it resolves the grid's sample_from values, so the cell is looked
-    up by its (already resolved) cell_index in ``configs``; retune configs are plain values.
+    up by its (already resolved) cell_index in ``trials``; retune configs are plain values.
     """
 
-    def __init__(self, configs: list[dict[str, Any]] | None = None) -> None:
-        self.configs = configs or []
+    def __init__(self, trials: list[TrialConfig] | None = None) -> None:
+        self.trials = trials or []
 
     def name(self, trial: Any) -> str:
         c = trial.config
-        if CELL_INDEX in c and self.configs:
-            c = self.configs[c[CELL_INDEX]]
+        if CELL_INDEX in c and self.trials:
+            return self.trials[c[CELL_INDEX]].cell_id
         name = TrialConfig.from_dict(trial_config(c)).cell_id
         if c.get("retune_of") and isinstance(c.get("lr"), float):
             name += f"|lr={c['lr']:.2g}"
@@ -149,10 +151,10 @@ def experiment_path(storage: str, name: str) -> str:
 
 def build_tuner(trainable: Callable, param_space: dict[str, Any], name: str,
                 settings: TunerSettings, scheduler: Any, *, search_alg: Any = None,
-                num_samples: int = 1, configs: list[dict[str, Any]] | None = None) -> tune.Tuner:
-    """A fresh Tuner (the caller decided there is nothing to restore); ``configs``: the grid's."""
+                num_samples: int = 1, trials: list[TrialConfig] | None = None) -> tune.Tuner:
+    """A fresh Tuner (the caller decided there is nothing to restore); ``trials``: the grid's."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
-    namer = TrialNamer(configs)
+    namer = TrialNamer(trials)
     tune_config = tune.TuneConfig(
         scheduler=scheduler, search_alg=search_alg, num_samples=num_samples,
         max_concurrent_trials=settings.max_concurrent, reuse_actors=True,

@@ -11,21 +11,8 @@ linear decay, early stopping), LoRA alpha 8 / dropout 0, seed.
 LLM and benchmark names are the paper's; the sweep CLI maps them to the offline stand-ins
 (trainables.vocab.OFFLINE_STAND_IN) unless real models/data are given.
 """
-from trainables.methods import METHODS, table_rows
+from trainables.methods import METHODS
 from trainables.vocab import PAPER_RANKS
 
-LLMS = ("flan-t5-xl", "vicuna-7b")
-BENCHMARKS = ("scienceqa", "iconqa")
-
-CELLS = [
-    {"benchmark": benchmark, "llm": llm, "method": method, "sublayer": sublayer,
-     "rank": rank, "lr": None}
-    for benchmark in BENCHMARKS
-    for llm in LLMS
-    for method, sublayer in table_rows()
-    for rank in (PAPER_RANKS if METHODS[method].has_lora else (0,))
-]
-
-# {"grid_search": [...]} is exactly what ray.tune.grid_search returns; written out so that
-# loading a space (e.g. for --dry-run) does not import Ray.
-SPACE = {"cell": {"grid_search": CELLS}}
+# Plain data in the space format of orchestrator.spaces (the same as a YAML space).
+SPACE = {"methods": list(METHODS), "ranks": list(PAPER_RANKS)}

@@ -8,18 +8,17 @@ Fixed hyper-parameters: epochs = 2 and a small slice of the data (max_train_exam
 max_eval_examples 24) so that each trial takes seconds; the rest of the recipe from
 trainables.defaults.
 """
-CELLS = [
-    {"benchmark": "scienceqa", "llm": "flan-t5-xl", "method": "qformer_lora", "sublayer": "all",
-     "rank": 1, "lr": None},
-    {"benchmark": "scienceqa", "llm": "vicuna-7b", "method": "llm_lora", "sublayer": "attn",
-     "rank": 2, "lr": None},
-    {"benchmark": "iconqa", "llm": "flan-t5-xl", "method": "both_lora", "sublayer": "all",
-     "rank": 2, "lr": None},
-    {"benchmark": "iconqa", "llm": "vicuna-7b", "method": "baseline", "sublayer": "none",
-     "rank": 0, "lr": None},
-]
-
-# {"grid_search": [...]} is exactly what ray.tune.grid_search returns; written out so that
-# loading a space (e.g. for --dry-run) does not import Ray.
-SPACE = {"cell": {"grid_search": CELLS}, "epochs": 2, "max_train_examples": 48,
-         "max_eval_examples": 24}
+# Plain data in the space format of orchestrator.spaces: explicit cells instead of a grid.
+SPACE = {
+    "cells": [
+        {"benchmark": "scienceqa", "llm": "flan-t5-xl", "method": "qformer_lora",
+         "sublayer": "all", "rank": 1},
+        {"benchmark": "scienceqa", "llm": "vicuna-7b", "method": "llm_lora", "sublayer": "attn",
+         "rank": 2},
+        {"benchmark": "iconqa", "llm": "flan-t5-xl", "method": "both_lora", "sublayer": "all",
+         "rank": 2},
+        {"benchmark": "iconqa", "llm": "vicuna-7b", "method": "baseline", "sublayer": "none",
+         "rank": 0},
+    ],
+    "epochs": 2, "max_train_examples": 48, "max_eval_examples": 24,
+}

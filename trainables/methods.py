@@ -184,3 +184,9 @@ class PeftSetup:
 def table_rows() -> list[tuple[str, str]]:
     """(method, sublayer) of every Table-1 row, in table order."""
     return [(m.name, s) for m in METHODS.values() for s in m.sublayers]
+
+
+def row_order(peft: PeftSetup) -> tuple[int, int, int]:
+    """Sort key of table rows: Table-1 row order, then adapter, then alpha rule (data order)."""
+    return (table_rows().index((peft.method, peft.sublayer)), list(ADAPTERS).index(peft.adapter),
+            list(ALPHA_RULES).index(peft.alpha))

@@ -68,3 +68,33 @@ def test_plan_json_has_integer_counts(full_plan, tmp_path):
         assert all(isinstance(d[key], int) for d in data), key
     assert {"method", "sublayer", "llm", "benchmark", "lr"} <= set(data[0])
     assert "132 trials" in format_plan(plan)
+
+
+@pytest.mark.slow
+def test_dry_run_counts_per_adapter_equal_peft_counts(tmp_path, capsys):
+    """--dry-run --plan-out over adapters [lora, dora, rslora] at real size: every trial's
+    trainable and total counts equal what peft itself counts for the same config."""
+    from orchestrator.sweep import main
+    from trainables.families import family_spec
+    from trainables.methods import PeftSetup
+    from trainables.peft_targeting import apply_method, lora_target_names
+    from trainables.presets import build_model
+    from trainables.vocab import PRESET_FAMILY
+    space, out = tmp_path / "adapters.yaml", tmp_path / "plan.json"
+    space.write_text("methods: [both_lora]\nranks: [2]\nadapters: [lora, dora, rslora]\n"
+                     "benchmarks: [iconqa]\n")
+    assert main(["--space", str(space), "--dry-run", "--plan-out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    assert [(t["llm"], t["adapter"]) for t in plan] == [
+        (llm, a) for llm in ("flan-t5-xl", "vicuna-7b") for a in ("lora", "dora", "rslora")]
+    for t in plan:
+        peft = PeftSetup(t["method"], t["sublayer"], t["rank"], t["adapter"], t["alpha"])
+        family = family_spec(PRESET_FAMILY[t["llm"]])
+        model = build_model(t["llm"], meta=True).model
+        targets = lora_target_names(model, peft, family)
+        out_features = sum(model.get_submodule(n).out_features for n in targets)
+        trainable, total = apply_method(model, peft, family).get_nb_trainable_parameters()
+        assert (t["trainable_params"], t["total_params"]) == (trainable, total), t
+        lora = next(p for p in plan if p["llm"] == t["llm"] and p["adapter"] == "lora")
+        extra = t["trainable_params"] - lora["trainable_params"]
+        assert extra == (out_features if t["adapter"] == "dora" else 0)  # one magnitude/Linear

@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from orchestrator.figures import Point, accuracy_vs_fraction, pareto_front
 from orchestrator.report import ReportError, figure_points, load_trials, main, write_report
 from orchestrator.table1 import build_table1
+from trainables.cell import Cell
+from trainables.methods import PeftSetup
 
 BENCH, LLM = "synth-scienceqa", "tiny-t5"
 
@@ -33,8 +35,8 @@ class Sweep:
 
     def trial(self, method: str, sublayer: str, rank: int, best_val: float,
               test: float | None, fraction: float, status: str = "finished",
-              retune_of: str | None = None, benchmark: str = BENCH) -> str:
-        cell = f"{benchmark}|{LLM}|{method}/{sublayer}|r{rank}"
+              retune_of: str | None = None, benchmark: str = BENCH, adapter: str = "lora") -> str:
+        cell = Cell(benchmark, LLM, PeftSetup(method, sublayer, rank, adapter)).id
         tags = {"mlflow.parentRunId": self.parent, "sweep.role": "trial", "cell_id": cell,
                 "group": f"{benchmark}|{LLM}", "status": status}
         if retune_of:
@@ -115,6 +117,24 @@ def test_a_diverged_run_loses_its_cell_even_with_the_higher_accuracy(store, tmp_
     assert "48.00\\*" in files.table_md.read_text() and "70.00†‡" in files.table_md.read_text()
 
 
+def test_table1_and_figure2_separate_adapters(sweep, tmp_path):
+    sweep.trial("qformer_lora", "ffn", 1, 0.62, 0.61, 0.012, adapter="dora")
+    files = write_report("sweep-r", sweep.uri, tmp_path / "out")
+    table = {r["method"]: r for r in rows(files.table_csv)}
+    assert table["qformer_lora/ffn"][f"{BENCH} r1"] == "55.00"  # the plain LoRA cell, stopped
+    assert table["qformer_lora/ffn dora"][f"{BENCH} r1"] == "61.00"
+    methods = [r["method"] for r in rows(files.table_csv)]
+    assert methods.index("qformer_lora/ffn dora") == methods.index("qformer_lora/ffn") + 1
+    cells = {c["cell_id"]: c for c in rows(files.cells_csv)}
+    assert cells[f"{BENCH}|{LLM}|qformer_lora/ffn|r1|dora"]["adapter"] == "dora"
+    _, trials = load_trials(sweep.client, "sweep-r")
+    fig = accuracy_vs_fraction(figure_points(trials, build_table1(trials)))
+    labels = [c.get_label() for c in fig.axes[0].collections]
+    assert "qformer_lora/ffn dora" in labels and "qformer_lora/ffn" + " (best val acc: stopped)" in labels
+    markers = {c.get_label(): c.get_paths()[0].vertices.shape for c in fig.axes[0].collections}
+    assert markers["qformer_lora/ffn dora"] != markers["qformer_lora/ffn (best val acc: stopped)"]
+
+
 def test_report_files_are_logged_to_the_parent_run(sweep, tmp_path):
     files = write_report("sweep-r", sweep.uri, tmp_path / "out")
     logged = {a.path for a in sweep.client.list_artifacts(sweep.parent, "report")}
@@ -153,7 +173,8 @@ def test_two_losing_retunes_leave_the_grid_run_solid_and_on_the_front(store, tmp
 
 
 def test_pareto_front_keeps_only_undominated_trials():
-    pts = [Point("g", "m/s", f, a, False, False) for f, a in
+    peft = PeftSetup("llm_lora", "all", 1)
+    pts = [Point("g", peft, f, a, False, False) for f, a in
            [(0.01, 50.0), (0.02, 48.0), (0.03, 60.0), (0.30, 59.0), (0.5, 61.0)]]
     assert [(p.fraction, p.accuracy) for p in pareto_front(pts)] == [(0.01, 50.0), (0.03, 60.0),
                                                                        (0.5, 61.0)]

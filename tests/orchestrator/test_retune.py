@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.retune import Retune, apply_retunes, divergence_reason, find_divergent, margin
-from orchestrator.summary import CellResult
+from orchestrator.results import DIVERGED, ERROR, FINISHED, STOPPED, TrialResult, outcomes
+from orchestrator.retune import Retune, divergence_reason, find_divergent, margin
+from trainables.config import TrialConfig
 
 
 def row(rank, accs, *, method="qformer_lora", diverged=False, error=None, stopped=False,
-        bench="synth-scienceqa", lr=None, max_eval=None):
-    config = {"benchmark": bench, "llm": "tiny-t5", "method": method, "sublayer": "ffn",
-              "rank": rank, "lr": lr, "max_eval_examples": max_eval}
+        bench="synth-scienceqa", lr=None, max_eval=None, retune_of=None, adapter="lora"):
+    config = TrialConfig.from_dict({
+        "benchmark": bench, "llm": "tiny-t5", "method": method,
+        "sublayer": "ffn" if method != "baseline" else "none", "rank": rank, "lr": lr,
+        "max_eval_examples": max_eval, "data_root": "/d" if bench == "scienceqa" else None,
+        "retune_of": retune_of, "adapter": adapter})
     history = tuple((e, max(accs[:e])) for e in range(1, len(accs) + 1))
-    return CellResult(config=config, best_val_acc=max(accs) if accs else None,
-                      test_acc=None if stopped else max(accs) - 0.01, epochs_run=len(accs),
-                      stopped_early=stopped, diverged=diverged, error=error, history=history)
+    status = ERROR if error else DIVERGED if diverged else STOPPED if stopped else FINISHED
+    return TrialResult(config.cell, status, best_val_acc=max(accs) if accs else None,
+                       test_acc=None if stopped or diverged else max(accs) - 0.01,
+                       epochs_run=len(accs), error=error, history=history, config=config,
+                       lr=config.lr, retune_of=retune_of)
 
 
 def test_reported_divergence_counts():
@@ -30,7 +36,7 @@ def test_far_below_siblings_counts_and_noise_does_not():
     rows = good + [noisy, bad]
     assert divergence_reason(noisy, rows) is None
     assert "trails rank" in divergence_reason(bad, rows)
-    assert [r.config["rank"] for r, _ in find_divergent(rows)] == [8]
+    assert [r.cell.peft.rank for r, _ in find_divergent(rows)] == [8]
 
 
 def test_stopped_trial_is_compared_at_its_own_epoch():
@@ -53,13 +59,23 @@ def test_errors_and_baselines_without_siblings_are_not_retuned():
     assert find_divergent(rows) == []
 
 
+def test_other_adapters_are_not_siblings():
+    rows = [row(1, [0.8]), row(2, [0.3], adapter="dora")]
+    assert find_divergent(rows) == []
+
+
 def test_best_retune_replaces_the_cell_only_when_better():
+    cell = "synth-scienceqa|tiny-t5|qformer_lora/ffn|r4"
     orig = row(4, [0.3, 0.3], diverged=True)
-    trial_a = row(4, [0.5, 0.6], lr=1e-4)
-    trial_b = row(4, [0.5, 0.7], lr=3e-4)
+    trial_a = row(4, [0.5, 0.6], lr=1e-4, retune_of=cell)
+    trial_b = row(4, [0.5, 0.7], lr=3e-4, retune_of=cell)
     rt = Retune(original=orig, reason="trial reported diverged", trials=[trial_a, trial_b])
-    out = apply_retunes([row(1, [0.8]), orig], [rt])
-    assert out[1].best_val_acc == 0.7 and out[1].retuned_lr == 3e-4
-    assert out[0].retuned_lr is None
-    worse = Retune(original=row(4, [0.8]), reason="gap", trials=[row(4, [0.2], lr=1e-5)])
+    assert rt.replaces and rt.chosen is trial_b and "best lr 0.0003" in rt.describe()
+    shown = {o.cell.id: o.chosen for o in outcomes([row(1, [0.8]), orig, trial_a, trial_b])}
+    assert shown[cell] is trial_b and shown[cell].retuned
+    assert not shown["synth-scienceqa|tiny-t5|qformer_lora/ffn|r1"].retuned
+    worse = Retune(original=row(4, [0.8]), reason="gap",
+                   trials=[row(4, [0.2], lr=1e-5, retune_of=cell)])
     assert not worse.replaces and "kept" in worse.describe()
+    tie = Retune(original=row(4, [0.8]), reason="gap", trials=[row(4, [0.8], retune_of=cell)])
+    assert not tie.replaces  # a retune must beat the grid trial

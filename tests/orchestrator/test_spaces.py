@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spaces import (SpaceError, load_space, resolve_targets, trial_configs)
+from orchestrator.spaces import SpaceError, load_space
+from orchestrator.targets import resolve_targets, trial_configs
+from trainables.defaults import default_lr
 
 
 def write(tmp_path, text: str):
@@ -23,7 +25,7 @@ epochs: 3
     assert space.name == "space"
     assert len(space.cells) == 1 + 2 * 2
     assert space.overrides == {"epochs": 3}
-    assert {c["rank"] for c in space.cells if c["method"] == "baseline"} == {0}
+    assert {c.peft.rank for c in space.cells if c.peft.method == "baseline"} == {0}
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -48,6 +50,45 @@ def test_bad_yaml_spaces_are_rejected_by_name(tmp_path, text, needle):
     assert "space.yaml" in str(err.value)
 
 
+def test_adapter_and_alpha_axes(tmp_path):
+    space = load_space(write(tmp_path, """
+methods: [baseline, {method: both_lora}]
+ranks: [1, 8]
+adapters: [lora, dora]
+alphas: [fixed8, 2r]
+llms: [vicuna-7b]
+benchmarks: [iconqa]
+"""))
+    assert len(space.cells) == 1 + 2 * 2 * 2  # the baseline once (no LoRA, no adapter)
+    ids = [c.id for c in space.cells]
+    assert ids[:3] == ["iconqa|vicuna-7b|baseline/none|r0", "iconqa|vicuna-7b|both_lora/all|r1",
+                       "iconqa|vicuna-7b|both_lora/all|r8"]
+    assert "iconqa|vicuna-7b|both_lora/all|r8|dora,alpha=2r" in ids
+    configs = trial_configs(space, resolve_targets([], [], []), cache_dir="/c")
+    assert {(c.adapter, c.alpha) for c in configs} == {
+        ("lora", "fixed8"), ("lora", "2r"), ("dora", "fixed8"), ("dora", "2r")}
+    assert [c.cell_id for c in configs][-1] == "synth-iconqa|tiny-llama|both_lora/all|r8|dora,alpha=2r"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("methods: [both_lora]\nranks: [1]\nadapters: [vera]\n", "unknown adapter 'vera'; allowed: "
+                                                          "lora, dora, rslora, pissa"),
+    ("methods: [both_lora]\nranks: [1]\nalphas: [16]\n", "unknown alpha 16"),
+    ("methods: [both_lora]\nranks: [1]\nadapters: dora\n", "'adapters' must be a list"),
+    ("cells: [{benchmark: iconqa, llm: vicuna-7b, method: both_lora, sublayer: all, rank: 1,"
+     " adapter: vera}]\n", "cell 0: unknown adapter 'vera'"),
+    ("cells: [{benchmark: iconqa, llm: tiny-t5, method: both_lora, sublayer: all, rank: 1}]\n",
+     "unknown llm 'tiny-t5'"),
+    ("cells: [{benchmark: iconqa, llm: vicuna-7b, method: both_lora, rank: 1}]\n",
+     "missing sublayer"),
+    ("cells: []\nranks: [1]\n", "cannot be combined with grid key(s) ranks"),
+])
+def test_bad_adapter_axes_and_cells_are_rejected_by_name(tmp_path, text, needle):
+    with pytest.raises(SpaceError) as err:
+        load_space(write(tmp_path, text))
+    assert needle in str(err.value)
+
+
 def test_unknown_space_lists_the_known_ones():
     with pytest.raises(SpaceError, match="unknown space 'nope'.*full_grid"):
         load_space("nope")
@@ -57,9 +98,9 @@ def test_unknown_space_lists_the_known_ones():
 
 def test_offline_stand_ins_by_default():
     configs = trial_configs(load_space("baseline"), resolve_targets([], [], []), cache_dir="/c")
-    assert {(c["benchmark"], c["llm"]) for c in configs} == {
+    assert {(c.benchmark, c.llm) for c in configs} == {
         (b, l) for b in ("synth-scienceqa", "synth-iconqa") for l in ("tiny-t5", "tiny-llama")}
-    assert all(c["cache_dir"] == "/c" and c["lr"] is None for c in configs)
+    assert all(c.cache_dir == "/c" and c.lr == default_lr("baseline", c.llm) for c in configs)
 
 
 def test_targets_map_paper_names_to_presets_paths_and_data(tmp_path):
@@ -90,7 +131,7 @@ def test_cli_overrides_win_and_every_config_is_a_valid_trial_config(tmp_path):
     configs = trial_configs(space, resolve_targets([], [], []), cache_dir="/c",
                             extra={"epochs": 5, "seed": 7})
     assert len(configs) == 4
-    assert all(c["epochs"] == 5 and c["seed"] == 7 and c["lr"] == 0.001 for c in configs)
+    assert all(c.epochs == 5 and c.seed == 7 and c.lr == 0.001 for c in configs)
 
 
 def test_invalid_override_value_fails_before_ray(tmp_path):

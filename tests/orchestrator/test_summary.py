@@ -1,48 +1,53 @@
-"""The end-of-sweep summary: Table-1 shape, markers, best cell per group."""
+"""The end-of-sweep summary: Table 1 shape with the paper's names, marks, best cell per group."""
 from __future__ import annotations
 
-from orchestrator.spaces import resolve_targets
-from orchestrator.summary import CellResult, best_per_group, format_summary, format_table, mark
+from orchestrator.results import FINISHED, STOPPED, TrialResult
+from orchestrator.targets import resolve_targets
+from orchestrator.summary import best_per_group, format_summary
+from orchestrator.table1 import build_table1, text
+from trainables.cell import Cell
+from trainables.methods import PeftSetup
 
 
-def row(bench, llm, method, sub, rank, val, test=None, stopped=False, epochs=3, lr=None):
-    cfg = {"benchmark": bench, "llm": llm, "method": method, "sublayer": sub, "rank": rank}
-    return CellResult(config=cfg, best_val_acc=val, test_acc=test, epochs_run=epochs,
-                      stopped_early=stopped, diverged=False, error=None, retuned_lr=lr)
+def row(bench, llm, method, sub, rank, val, test=None, stopped=False, epochs=3, retune=False,
+        adapter="lora"):
+    cell = Cell(bench, llm, PeftSetup(method, sub, rank, adapter))
+    return TrialResult(cell, STOPPED if stopped else FINISHED, val, test, epochs,
+                       retune_of=cell.id if retune else None)
 
 
 ROWS = [
     row("synth-scienceqa", "tiny-t5", "baseline", "none", 0, 0.5, 0.49),
     row("synth-scienceqa", "tiny-t5", "qformer_lora", "ffn", 1, 0.6, 0.58),
     row("synth-scienceqa", "tiny-t5", "qformer_lora", "ffn", 2, 0.4, stopped=True, epochs=1),
-    row("synth-iconqa", "tiny-t5", "qformer_lora", "ffn", 1, 0.3, 0.29, lr=1e-3),
+    row("synth-iconqa", "tiny-t5", "qformer_lora", "ffn", 1, 0.3, 0.29, retune=True),
     row("synth-iconqa", "tiny-t5", "qformer_lora", "ffn", 2, 0.35, 0.33),
+    row("synth-iconqa", "tiny-t5", "qformer_lora", "ffn", 2, 0.45, 0.44, adapter="dora"),
 ]
-
-
-def test_markers():
-    assert mark(ROWS[2], ROWS[2].best_val_acc) == "40.0 s@1"
-    assert mark(ROWS[2], ROWS[2].test_acc) == "- s@1"
-    assert mark(ROWS[3], ROWS[3].best_val_acc) == "30.0*"
+NAMES = resolve_targets([], [], []).display_name
 
 
 def test_table_has_rows_method_by_llm_and_columns_benchmark_by_rank():
-    names = resolve_targets([], [], []).display_name
-    lines = format_table(ROWS, "best_val_acc", names).splitlines()
-    assert lines[0].split()[2:] == ["scienceqa", "r1", "scienceqa", "r2", "iconqa", "r1",
-                                    "iconqa", "r2"]
-    qformer = next(l for l in lines if "qformer_lora/ffn" in l)
-    assert qformer.split()[:2] == ["flan-t5-xl", "qformer_lora/ffn"]
-    assert qformer.split()[2:] == ["60.0", "40.0", "s@1", "30.0*", "35.0"]
-    baseline = next(l for l in lines if "baseline" in l)
-    assert baseline.split()[2:] == ["50.0"]  # once, under the first rank
+    lines = text(build_table1(ROWS), "val", NAMES).splitlines()
+    assert lines[0].split()[2:] == ["scienceqa", "no", "LoRA", "scienceqa", "r1", "scienceqa",
+                                    "r2", "iconqa", "r1", "iconqa", "r2"]
+    qformer = next(line for line in lines if "qformer_lora/ffn " in line and "dora" not in line)
+    assert qformer.split() == ["flan-t5-xl", "qformer_lora/ffn", "60.0", "40.0†", "30.0*",
+                               "35.0"]
+    dora = next(line for line in lines if "qformer_lora/ffn dora" in line)
+    assert dora.split()[-1] == "45.0" and lines.index(dora) == lines.index(qformer) + 1
+    baseline = next(line for line in lines if "baseline" in line)
+    assert baseline.split()[2:] == ["50.0"]
+    test = text(build_table1(ROWS), "table1", NAMES)
+    assert "58.0" in test and "40.0†" in test and "29.0*" in test
 
 
 def test_best_per_group_and_summary_text():
     best = best_per_group(ROWS)
-    assert best[("synth-scienceqa", "tiny-t5")].config["rank"] == 1
-    assert best[("synth-iconqa", "tiny-t5")].config["rank"] == 2
-    text = format_summary(ROWS, [], resolve_targets([], [], []),
-                          '{"tracking_uri": "sqlite:///m.db", "experiment": "sweep-x"}', 12.0)
-    assert "5 cells: 4 ran to the end, 1 stopped early" in text
-    assert "mlflow ui --backend-store-uri sqlite:///m.db" in text and "sweep-x" in text
+    assert best[("synth-scienceqa", "tiny-t5")].cell.peft.rank == 1
+    assert best[("synth-iconqa", "tiny-t5")].cell.peft.adapter == "dora"
+    summary = format_summary(ROWS, [], resolve_targets([], [], []),
+                             '{"tracking_uri": "sqlite:///m.db", "experiment": "sweep-x"}', 12.0)
+    assert "6 cells: 5 ran to the end, 1 stopped early" in summary
+    assert "qformer_lora/ffn dora r2  val 45.0  test 44.0" in summary
+    assert "mlflow ui --backend-store-uri sqlite:///m.db" in summary and "sweep-x" in summary

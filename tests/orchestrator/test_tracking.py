@@ -166,11 +166,11 @@ class FakeTrial:
 
 
 def _cell_row(trial_id: str, val: float, lr: float | None = None):
-    from orchestrator.summary import CellResult
-    config = {"benchmark": "synth-scienceqa", "llm": "tiny-t5", "method": "qformer_lora",
-              "sublayer": "ffn", "rank": 4, "lr": lr}
-    return CellResult(config=config, best_val_acc=val, test_acc=val, epochs_run=1,
-                      stopped_early=False, diverged=False, error=None, trial_id=trial_id)
+    from orchestrator.results import FINISHED, TrialResult
+    from trainables.cell import parse_cell_id
+    cell = parse_cell_id("synth-scienceqa|tiny-t5|qformer_lora/ffn|r4")
+    return TrialResult(cell, FINISHED, best_val_acc=val, test_acc=val, epochs_run=1,
+                       lr=lr or 5e-3, retune_of=cell.id if lr else None, run_id=trial_id)
 
 
 def _log_trials(t: SweepTracker, trials: list[FakeTrial]) -> dict[str, str]:

@@ -20,14 +20,20 @@ def test_docstring_names_studied_nuisance_fixed(name):
 def test_full_grid_is_the_papers_132_trials():
     space = load_space("full_grid")
     assert len(space.cells) == 132
-    groups = Counter((c["benchmark"], c["llm"]) for c in space.cells)
+    groups = Counter(c.group for c in space.cells)
     assert groups == {(b, l): 33 for b in ("scienceqa", "iconqa") for l in ("flan-t5-xl", "vicuna-7b")}
-    baselines = [c for c in space.cells if c["method"] == "baseline"]
-    assert len(baselines) == 4 and all(c["rank"] == 0 for c in baselines)
-    lora_rows = {(c["method"], c["sublayer"]) for c in space.cells if c["method"] != "baseline"}
-    assert len(lora_rows) == 8
-    assert {c["rank"] for c in space.cells if c["method"] != "baseline"} == {1, 2, 4, 8}
-    assert len({tuple(sorted(c.items(), key=str)) for c in space.cells}) == 132  # no duplicates
+    baselines = [c for c in space.cells if c.peft.method == "baseline"]
+    assert len(baselines) == 4 and all(c.peft.rank == 0 for c in baselines)
+    lora = [c.peft for c in space.cells if c.peft.method != "baseline"]
+    assert len({(p.method, p.sublayer) for p in lora}) == 8
+    assert {p.rank for p in lora} == {1, 2, 4, 8}
+    assert all(c.peft.is_paper_lora for c in space.cells)
+    assert len({c.id for c in space.cells}) == 132  # no duplicates
+    # The grid order of the paper's sweeps (resumes match trials by it): benchmark, LLM, row, rank.
+    assert [c.id for c in space.cells[:3]] == [
+        "scienceqa|flan-t5-xl|baseline/none|r0", "scienceqa|flan-t5-xl|llm_lora/ffn|r1",
+        "scienceqa|flan-t5-xl|llm_lora/ffn|r2"]
+    assert space.cells[-1].id == "iconqa|vicuna-7b|both_lora/all|r8"
 
 
 @pytest.mark.parametrize("name,method,count", [
@@ -36,16 +42,27 @@ def test_full_grid_is_the_papers_132_trials():
 def test_row_group_spaces(name, method, count):
     space = load_space(name)
     assert len(space.cells) == count
-    assert {c["method"] for c in space.cells} == {method}
-    assert {c["sublayer"] for c in space.cells} == set(METHODS[method].sublayers)
+    assert {c.peft.method for c in space.cells} == {method}
+    assert {c.peft.sublayer for c in space.cells} == set(METHODS[method].sublayers)
 
 
 def test_smoke_is_small_and_covers_every_group():
     space = load_space("smoke")
     assert len(space.cells) <= 6
-    assert {(c["benchmark"], c["llm"]) for c in space.cells} == {
+    assert {c.group for c in space.cells} == {
         (b, l) for b in ("scienceqa", "iconqa") for l in ("flan-t5-xl", "vicuna-7b")}
     assert space.overrides["epochs"] <= 3
+
+
+def test_adapters_space_crosses_two_rows_with_three_adapters():
+    space = load_space("adapters")
+    assert len(space.cells) == 2 * 3 * 4 * 4
+    assert Counter(c.peft.adapter for c in space.cells) == {"lora": 32, "dora": 32, "rslora": 32}
+    assert {c.row_label for c in space.cells} == {
+        f"{row} {a}".strip() for row in ("both_lora/all", "qformer_lora/all")
+        for a in ("", "dora", "rslora")}
+    full = {c.id for c in load_space("full_grid").cells}
+    assert {c.id for c in space.cells if c.peft.is_paper_lora} <= full  # same ids as full_grid
 
 
 def test_lr_retune_is_log_uniform_around_the_default():

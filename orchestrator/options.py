@@ -1,0 +1,97 @@
+"""SweepOptions: the sweep command's options, typed, checked once, passed instead of a Namespace.
+
+Why: the driver, the tracker and the retunes read options by attribute; a frozen dataclass
+makes every option's type and default visible in one place, and ``__post_init__`` rejects
+contradictions before anything starts (the CLI turns the error into "sweep: error: ..." and
+exit code 2). ``from_namespace`` fails loudly when the parser and this class disagree, so an
+option cannot be added to one and forgotten in the other.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class OptionError(ValueError):
+    """Contradictory or out-of-range sweep options; the message names the option."""
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Every option of ``python -m orchestrator.sweep`` (see its --help for the meanings)."""
+
+    space: str
+    llm: tuple[str, ...] = ()
+    benchmark: tuple[str, ...] = ()
+    data_root: tuple[str, ...] = ()
+    epochs: int | None = None
+    seed: int | None = None
+    cache_dir: str = ".cache/prepared"
+    scheduler: str = "asha"
+    grace_period: int | None = None
+    reduction_factor: float | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    max_failures: int = 2
+    storage: str = "ray_results"
+    name: str | None = None
+    tracking_uri: str | None = None
+    report_dir: str | None = None
+    resume: bool = False
+    dry_run: bool = False
+    plan_out: str | None = None
+    no_retune: bool = False
+    retune_samples: int | None = None
+    trainable: str | None = None
+    argv: tuple[str, ...] = ()
+    """The command line as given (recorded with the sweep's MLflow parent run)."""
+
+    def __post_init__(self) -> None:
+        self._check_modes()
+        for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period"):
+            value = getattr(self, opt)
+            if value is not None and value < 1:
+                raise OptionError(f"--{_flag(opt)} must be >= 1, got {value}")
+        if self.reduction_factor is not None and self.reduction_factor <= 1:
+            raise OptionError(f"--reduction-factor must be > 1, got {self.reduction_factor}")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise OptionError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.max_failures < 0:
+            raise OptionError(f"--max-failures must be >= 0, got {self.max_failures}")
+
+    def _check_modes(self) -> None:
+        if self.resume and self.dry_run:
+            raise OptionError("--resume and --dry-run contradict each other (a dry run starts "
+                              "nothing)")
+        if self.plan_out and not self.dry_run:
+            raise OptionError("--plan-out needs --dry-run")
+        if self.scheduler == "fifo":
+            for opt in ("grace_period", "reduction_factor"):
+                if getattr(self, opt) is not None:
+                    raise OptionError(f"--{_flag(opt)} only applies to --scheduler asha")
+        if self.no_retune and self.retune_samples is not None:
+            raise OptionError("--retune-samples contradicts --no-retune")
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of the retune sampler and the parent run (default 0)."""
+        return self.seed or 0
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace, argv: list[str]) -> "SweepOptions":
+        """The parsed command line; raises OptionError on a contradiction."""
+        given = vars(ns)
+        names = {f.name for f in fields(cls)} - {"argv"}
+        if set(given) != names:
+            raise RuntimeError(f"sweep parser and SweepOptions disagree on "
+                               f"{sorted(set(given) ^ names)}")  # a programming error
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in given.items()}
+        return cls(**values, argv=tuple(argv))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
