@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -31,8 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import InstructBlipForConditionalGeneration
 
 from orchestrator import plan
-from trainables.batching import (EncodedProblem, TokenSpec, TrainBatch, collate_train, encode_examples,
-                                 stack_images)
+from trainables.batching import EncodedProblem, TokenSpec, TrainBatch, collate_train, encode_examples, stack_images
 from trainables.data.examples import load_examples
 from trainables.data.images import ImageTransform
 from trainables.data.prepare import ensure_prepared

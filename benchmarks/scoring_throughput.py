@@ -4,7 +4,8 @@
 
 On each preset (tens of millions of parameters, both_lora r4 applied) and a benchmark
 (default synth-scienceqa; ``--benchmark sample-scienceqa`` scores the shipped real ScienceQA
-problems with their real context lengths and 2-5 options), all splits pooled, it scores the same problems three ways, side by side in one run:
+problems with their real context lengths and 2-5 options), all splits pooled, it scores the same
+problems three ways, side by side in one run:
 - shared: ``score_candidates``, ``eval_batch_size`` problems per call, vision/Q-Former/prompt
   computed once per problem (T5 encoder once; LLaMA prefix KV cache shared by the candidates);
 - per_problem: one problem at a time, its candidates batched as separate full forwards
@@ -19,7 +20,7 @@ import argparse
 import json
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

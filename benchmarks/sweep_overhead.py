@@ -33,7 +33,7 @@ def trial_records(storage: Path) -> list[dict[str, Any]]:
     """Per trial of every experiment under ``storage``: config, last result, epochs reported."""
     out = []
     for result in sorted(storage.glob("*/*/result.json")):
-        rows = [json.loads(l) for l in result.read_text().splitlines() if l.strip()]
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         if not rows:
             continue
         params = json.loads((result.parent / "params.json").read_text())

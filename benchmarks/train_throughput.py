@@ -13,7 +13,7 @@ import argparse
 import json
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -23,7 +23,7 @@ import argparse
 import json
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> dict:
         best = {"train_pixels": 1e9, "train_cached": 1e9, "score_pixels": 1e9, "score_cached": 1e9}
         loss_dev, identical = 0.0, True
         for epoch in range(args.rounds):
-            t_pix, (loss_pix, _) = _timed(lambda: train_epoch(pix, opts[id(pix)], epoch))
-            t_cached, (loss_cached, _) = _timed(lambda: train_epoch(cached, opts[id(cached)], epoch))
+            t_pix, (loss_pix, _) = _timed(lambda e=epoch: train_epoch(pix, opts[id(pix)], e))
+            t_cached, (loss_cached, _) = _timed(lambda e=epoch: train_epoch(cached, opts[id(cached)], e))
             loss_dev = max(loss_dev, *(abs(a - b) / abs(a) for a, b in zip(loss_pix, loss_cached)))
             load_trainable_state(cached.model, trainable_state(pix.model))
             s_pix, scored_pix = _timed(lambda: _score(pix))

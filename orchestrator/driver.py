@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from orchestrator.options import SweepOptions
 from orchestrator.spaces import Space, load_space
@@ -152,11 +153,12 @@ def run(prepared: Prepared, options: SweepOptions) -> int:
 
 def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
                 trainable: Callable, tracker: Any) -> int:
+    import ray
+
     from orchestrator import retune, summary
     from orchestrator import tuner as tn
     from orchestrator.results import from_tune_result, outcomes
     from orchestrator.schedulers import make_scheduler
-    import ray
     tracker.start()
     settings = tn.TunerSettings(
         storage=storage, cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,

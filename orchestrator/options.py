@@ -81,7 +81,7 @@ class SweepOptions:
         return self.seed or 0
 
     @classmethod
-    def from_namespace(cls, ns: argparse.Namespace, argv: list[str]) -> "SweepOptions":
+    def from_namespace(cls, ns: argparse.Namespace, argv: list[str]) -> SweepOptions:
         """The parsed command line; raises OptionError on a contradiction."""
         given = vars(ns)
         names = {f.name for f in fields(cls)} - {"argv"}

@@ -23,8 +23,8 @@ differences a test set of that size can resolve.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

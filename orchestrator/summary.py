@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orchestrator.results import LEGEND, CellOutcome, TrialResult, outcomes
+from orchestrator.results import LEGEND, MARK_RETUNED, MARK_STOPPED, CellOutcome, TrialResult, outcomes
 from orchestrator.table1 import build_table1, text
 
 
@@ -33,9 +33,10 @@ def _counts(cells: list[CellOutcome], retunes: Sequence[Any], wall_s: float) -> 
     chosen = [c.chosen for c in cells]
     done = sum(1 for t in chosen if t.test_acc is not None)
     return (f"{len(cells)} cells: {done} ran to the end, "
-            f"{sum(1 for t in chosen if t.stopped)} stopped early by ASHA, "
+            f"{sum(1 for t in chosen if t.stopped)} stopped early by ASHA ({MARK_STOPPED}), "
             f"{sum(1 for t in chosen if t.diverged)} diverged, "
-            f"{sum(1 for t in chosen if t.failed)} failed; {len(retunes)} retuned; "
+            f"{sum(1 for t in chosen if t.failed)} failed; {len(retunes)} retuned "
+            f"({MARK_RETUNED}); "
             f"wall time {wall_s:.0f} s")
 
 

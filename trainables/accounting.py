@@ -21,7 +21,10 @@ from torch import nn
 from trainables.families import Family, family_spec
 from trainables.methods import ADAPTERS, METHODS, PAPER_ADAPTER, PeftSetup
 from trainables.peft_targeting import (
-    base_model_of, full_trainable_prefixes, is_lora_param, lora_param_count,
+    base_model_of,
+    full_trainable_prefixes,
+    is_lora_param,
+    lora_param_count,
 )
 from trainables.vocab import PAPER_RANKS, PRESET_FAMILY, PRESETS
 

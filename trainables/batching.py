@@ -23,8 +23,8 @@ from the LEFT, because question and options sit at the end of the paper's templa
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -51,7 +51,7 @@ class TokenSpec:
     """Image tokens per LLM input."""
 
     @classmethod
-    def from_bundle(cls, bundle: ModelBundle) -> "TokenSpec":
+    def from_bundle(cls, bundle: ModelBundle) -> TokenSpec:
         return cls(family=family_spec(bundle.family), pad_id=int(bundle.llm_tokenizer.pad_token_id),
                    qformer_pad_id=int(bundle.qformer_tokenizer.pad_token_id),
                    image_token_id=int(bundle.image_token_id),
@@ -87,7 +87,7 @@ class TrainBatch:
     decoder_input_ids: torch.Tensor | None = None
     decoder_attention_mask: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "TrainBatch":
+    def to(self, device: torch.device | str) -> TrainBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
         return TrainBatch(**moved)
 

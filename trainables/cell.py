@@ -9,8 +9,8 @@ adapter or alpha rule appends one field: ``...|r4|dora``, ``...|r4|alpha=2r``,
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from trainables.methods import PAPER_ADAPTER, PAPER_ALPHA, PeftSetup
 from trainables.vocab import BENCHMARKS, PRESETS, check_choice

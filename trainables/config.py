@@ -17,7 +17,12 @@ from typing import Any
 from trainables import defaults
 from trainables.cell import Cell
 from trainables.methods import (
-    ADAPTERS, ALPHA_RULES, PAPER_ADAPTER, PAPER_ALPHA, PeftSetup, method_spec,
+    ADAPTERS,
+    ALPHA_RULES,
+    PAPER_ADAPTER,
+    PAPER_ALPHA,
+    PeftSetup,
+    method_spec,
 )
 from trainables.vocab import BENCHMARKS, PRESETS, REAL_BENCHMARKS, REAL_PRESETS, check_choice
 
@@ -97,7 +102,7 @@ class TrialConfig:
         self._check_contradictions()
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "TrialConfig":
+    def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
         """Parse Ray's flat config dict; unknown keys raise one error naming the allowed keys."""
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(config) - set(allowed))

@@ -10,8 +10,8 @@ it and nothing else decides where image tokens, BOS and EOS go.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from trainables.defaults import PAPER_LLAMA, PAPER_T5, Recipe
 

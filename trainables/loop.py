@@ -15,7 +15,8 @@ best-val state), the ScienceQA category accuracies (``test_acc/NAT`` ...), ``bes
 ``done``, and its checkpoint holds ``predictions.parquet`` (every val problem at the best epoch
 and every test problem). A trial the scheduler stops never reaches its last report; its last
 checkpoint keeps the best state and the best epoch's val scores, from which
-``trainables.rescore`` gives it the same test score and predictions afterwards. Divergence (non-finite loss, or an epoch's mean loss above
+``trainables.rescore`` gives it the same test score and predictions afterwards. Divergence
+(non-finite loss, or an epoch's mean loss above
 ``divergence_factor`` x the first step's loss, see trainables.defaults) ends the trial with a
 report holding ``diverged=True, done=True`` (its val_acc is 0: the model is unusable), and
 ``run_trial`` returns normally.
@@ -26,9 +27,10 @@ import dataclasses
 import math
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -51,7 +53,7 @@ from trainables.scoring import ScoreResult, score_in_batches
 from trainables.step import Precision, chunks, lr_at_epoch, make_optimizer, resolve_precision, set_lr, train_step
 from trainables.vision_features import CachedInputs, PixelInputs, vision_inputs
 
-ReportFn = Callable[[dict[str, Any], Optional[Path]], None]
+ReportFn = Callable[[dict[str, Any], Path | None], None]
 """report(metrics, checkpoint_dir): the directory is only valid during the call (copy it to keep it)."""
 
 

@@ -17,9 +17,9 @@ The summary metrics a trial reports are computed from the same scores:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc

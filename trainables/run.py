@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from trainables.config import TrialConfig
 from trainables.loop import run_trial
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = TrialConfig.from_dict({k: v for k, v in args.items() if v is not None})
     start = time.perf_counter()
 
-    def report(metrics: dict[str, Any], checkpoint: Optional[Path]) -> None:
+    def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
         print(json.dumps(metrics), flush=True)
         if out is not None and checkpoint is not None:
             shutil.copytree(checkpoint, out / f"epoch-{metrics['epoch']:03d}", dirs_exist_ok=True)

@@ -22,7 +22,7 @@ with unreachable placeholder pieces, so only the ids of the special tokens are "
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import LlamaTokenizer, PreTrainedTokenizerFast
@@ -36,7 +36,7 @@ T5_PIECES = 32100
 _LEARNED = 1000
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pieces(specials: tuple[str, ...], total: int, byte_pieces: bool) -> tuple[dict[str, int], tuple]:
     """(vocab, merges): ``specials``, optional byte-fallback pieces, BPE pieces learned from the
     corpus with ``▁`` word boundaries, placeholders up to ``total`` ids."""

@@ -9,7 +9,7 @@ Device: the first CUDA device Ray assigned to the trial, else CPU.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -23,7 +23,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
     cfg = TrialConfig.from_dict(dict(config))
 
-    def report(metrics: dict[str, Any], checkpoint_dir: Optional[Path]) -> None:
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

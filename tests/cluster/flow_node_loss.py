@@ -38,6 +38,7 @@ max_eval_examples: 48
 def storage_phase(cluster: PlainCluster, shared: Path) -> dict:
     """A: a node that sees another filesystem at the storage path must be named, then removed."""
     import ray
+
     from orchestrator.cluster import ClusterError, check_storage_shared
     cluster.add_worker(UNSHARED, 6900, num_cpus=0, hide=shared)
     ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from loopback import REPO, VENV_BIN, Sshd, log, run, write_json
 
 HEAD, WORKER = "127.0.0.3", "127.0.0.2"

@@ -114,7 +114,7 @@ def wait_port(host: str, port: int, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{host}:{port} did not accept connections within {timeout}s")
+                raise TimeoutError(f"{host}:{port} did not accept connections within {timeout}s") from None
             time.sleep(0.2)
 
 
@@ -131,7 +131,7 @@ class Sshd:
     def __post_init__(self) -> None:
         self.client_key = self.workdir / "id_ed25519"
 
-    def start(self, timeout: float = 20) -> "Sshd":
+    def start(self, timeout: float = 20) -> Sshd:
         for a in self.addresses:
             try:
                 with socket.create_connection((a, self.port), timeout=2):

@@ -106,7 +106,8 @@ def mutate(tmp_path: Path, change) -> str:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c: c.update(max_worker=3), "<top level>: Additional properties are not allowed ('max_worker' was unexpected)"),
+    (lambda c: c.update(max_worker=3),
+     "<top level>: Additional properties are not allowed ('max_worker' was unexpected)"),
     (lambda c: c.update(head_node_type="head"), "`head_node_type` must be one of `available_node_types`."),
     (lambda c: c["available_node_types"]["gpu_a10g"].update(min_workers=20),
      "The specified global `max_workers` is smaller than the sum of `min_workers` of all the available node types."),

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from loopback import can_isolate, run_flow
 
 FLOW = Path(__file__).with_name("flow_node_loss.py")

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from loopback import missing_tools, run_flow
 
 FLOW = Path(__file__).with_name("flow_ray_up.py")

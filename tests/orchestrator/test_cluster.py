@@ -67,6 +67,7 @@ def test_listening_address_and_local_ray_pass(monkeypatch) -> None:
 @pytest.mark.integration
 def test_waiting_for_gpus_that_never_come_is_a_clear_error_in_bounded_time() -> None:
     import ray
+
     from orchestrator.cluster import wait_for_gpus
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _mlflow_server import REPO, SMOKE_CELLS, free_port, mlflow_server, rest, run_smoke_sweep
 
 pytestmark = pytest.mark.integration

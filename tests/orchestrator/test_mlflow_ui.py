@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from _mlflow_server import REPO, SMOKE_CELLS, mlflow_server, rest, run_smoke_sweep
+
 from orchestrator.tracking import runs_view_url
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ def finished_trials(tmp_path: Path) -> int:
     """Trials whose result.json holds their final report (best_epoch)."""
     count = 0
     for result in (tmp_path / "rr" / "sweep-resume").glob("*/result.json"):
-        lines = [json.loads(l) for l in result.read_text().splitlines() if l.strip()]
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         count += any("best_epoch" in r for r in lines)
     return count
 
@@ -57,7 +57,7 @@ def test_sigkill_then_resume_finishes_without_rerunning_or_duplicating(tmp_path)
             os.killpg(first.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    done_before = [l.split()[1] for l in trial_log.read_text().splitlines() if l.startswith("end ")]
+    done_before = [line.split()[1] for line in trial_log.read_text().splitlines() if line.startswith("end ")]
     assert 1 <= len(done_before) < N_TRIALS
 
     second = subprocess.run(command(tmp_path, "--resume"), cwd=REPO, env=env, timeout=600,
@@ -66,13 +66,14 @@ def test_sigkill_then_resume_finishes_without_rerunning_or_duplicating(tmp_path)
     assert f"{N_TRIALS} cells: {N_TRIALS} ran to the end" in second.stdout
 
     lines = trial_log.read_text().splitlines()
-    ends = Counter(l.split()[1] for l in lines if l.startswith("end "))
+    ends = Counter(line.split()[1] for line in lines if line.startswith("end "))
     assert len(ends) == N_TRIALS  # every trial finished
     # A trial may end twice only if it ended in the ~1 s before the kill that the experiment
     # state had not snapshotted yet; it then resumes from its last checkpoint, not from scratch.
     assert sum(ends.values()) - N_TRIALS <= 2
-    restarted = [l for l in lines if l.startswith("start ") and l.split()[1] in done_before
-                 and l.endswith("epoch=1")]
+    restarted = [line for line in lines
+                 if line.startswith("start ") and line.split()[1] in done_before
+                 and line.endswith("epoch=1")]
     assert len(restarted) == len(done_before)  # finished trials never started again
 
     from mlflow.tracking import MlflowClient
@@ -99,4 +100,4 @@ def test_failing_trials_are_retried_from_their_checkpoint(tmp_path):
     assert len(list((tmp_path / "fail").iterdir())) == N_TRIALS  # every trial did fail once
     lines = trial_log.read_text().splitlines()
     # Each retry resumed from the epoch-1 checkpoint, not from scratch.
-    assert sum(l.startswith("start ") and l.endswith("epoch=2") for l in lines) == N_TRIALS
+    assert sum(line.startswith("start ") and line.endswith("epoch=2") for line in lines) == N_TRIALS

@@ -99,7 +99,7 @@ def test_unknown_space_lists_the_known_ones():
 def test_offline_stand_ins_by_default():
     configs = trial_configs(load_space("baseline"), resolve_targets([], [], []), cache_dir="/c")
     assert {(c.benchmark, c.llm) for c in configs} == {
-        (b, l) for b in ("synth-scienceqa", "synth-iconqa") for l in ("tiny-t5", "tiny-llama")}
+        (b, llm) for b in ("synth-scienceqa", "synth-iconqa") for llm in ("tiny-t5", "tiny-llama")}
     assert all(c.cache_dir == "/c" and c.lr == default_lr("baseline", c.llm) for c in configs)
 
 

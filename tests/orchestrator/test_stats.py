@@ -6,8 +6,14 @@ import math
 
 import pytest
 
-from orchestrator.stats import (binomial_se, bootstrap_interval, mcnemar_exact, mean_sd,
-                                paired_bootstrap, wilson_interval)
+from orchestrator.stats import (
+    binomial_se,
+    bootstrap_interval,
+    mcnemar_exact,
+    mean_sd,
+    paired_bootstrap,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("k,n,low,high,tol", [

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from orchestrator.results import FINISHED, STOPPED, TrialResult
-from orchestrator.targets import resolve_targets
 from orchestrator.summary import best_per_group, format_summary
 from orchestrator.table1 import build_table1, text
+from orchestrator.targets import resolve_targets
 from trainables.cell import Cell
 from trainables.methods import PeftSetup
 

@@ -128,8 +128,9 @@ def test_a_sweep_that_exists_needs_resume(tmp_path, cache, capsys):
 def test_corrupt_data_fails_before_storage_cache_or_tracking_are_touched(tmp_path, capsys):
     """A data error in the second benchmark: exit 2 naming pid and field, and no storage dir,
     no cache dir (not even the first, valid benchmark's), no MLflow store or experiment."""
-    from tests.trainables.data.conftest import ASSETS, edit_json
     import shutil
+
+    from tests.trainables.data.conftest import ASSETS, edit_json
     data = tmp_path / "sqa"
     shutil.copytree(ASSETS / "scienceqa", data)
     for p in [data, *data.rglob("*")]:
@@ -198,3 +199,37 @@ def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
         val = {r.info.run_id: r.data.metrics.get("best_val_acc", -1.0) for r in runs
                if r.data.tags.get("retune_of") == cell}
         assert len(val) == 3 and val[replaced[cell]] == max(val.values()) > 0.1
+
+
+@pytest.mark.integration
+def test_a_yaml_space_over_adapters_runs_on_the_embedded_default(tmp_path):
+    """adapters: [lora, dora] with the real trial on the tiny stand-ins: two cells, two runs,
+    two rows of Table 1; the plain-LoRA cell keeps the id it had before adapters existed."""
+    space = tmp_path / "adapters.yaml"
+    space.write_text("methods: [{method: qformer_lora, sublayers: [all]}]\nranks: [1]\n"
+                     "adapters: [lora, dora]\nllms: [flan-t5-xl]\nbenchmarks: [iconqa]\n"
+                     "epochs: 1\nmax_train_examples: 16\nmax_eval_examples: 8\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", "--space", str(space),
+         "--storage", str(tmp_path / "rr"), "--cache-dir", str(tmp_path / "cache"),
+         "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--report-dir",
+         str(tmp_path / "report"), "--max-concurrent", "2"],
+        cwd=REPO, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, capture_output=True,
+        text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "report" / "table1.md").read_text()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[2:] if "|" in line]
+    assert rows == ["qformer_lora/all", "qformer_lora/all dora"]
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("sweep-adapters")
+    runs = {r.data.tags["cell_id"]: r for r in client.search_runs(
+        [exp.experiment_id], "tags.`sweep.role` = 'trial'")}
+    assert set(runs) == {"synth-iconqa|tiny-t5|qformer_lora/all|r1",
+                         "synth-iconqa|tiny-t5|qformer_lora/all|r1|dora"}
+    lora, dora = (runs[c] for c in sorted(runs))
+    assert (lora.data.params["adapter"], dora.data.params["adapter"]) == ("lora", "dora")
+    assert all(r.data.tags["status"] == "finished" for r in runs.values())
+    # DoRA trains one magnitude per adapted Linear on top of the same LoRA matrices.
+    extra = dora.data.metrics["trainable_params"] - lora.data.metrics["trainable_params"]
+    assert extra == dora.data.metrics["lora_params"] - lora.data.metrics["lora_params"] > 0

@@ -266,9 +266,8 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
 
 @pytest.mark.integration
 def test_resumed_tune_run_reuses_its_runs_and_retune_links_the_cell(tmp_path, ray_local):
-    from ray import tune
-
     from _fake_sweep import make_trainable, run_fake_sweep, trial_config
+    from ray import tune
 
     configs = [trial_config("llm_lora", "ffn", 1, fake_fail_once=str(tmp_path / "failed")),
                trial_config("qformer_lora", "all", 2)]

@@ -21,7 +21,7 @@ def test_full_grid_is_the_papers_132_trials():
     space = load_space("full_grid")
     assert len(space.cells) == 132
     groups = Counter(c.group for c in space.cells)
-    assert groups == {(b, l): 33 for b in ("scienceqa", "iconqa") for l in ("flan-t5-xl", "vicuna-7b")}
+    assert groups == {(b, llm): 33 for b in ("scienceqa", "iconqa") for llm in ("flan-t5-xl", "vicuna-7b")}
     baselines = [c for c in space.cells if c.peft.method == "baseline"]
     assert len(baselines) == 4 and all(c.peft.rank == 0 for c in baselines)
     lora = [c.peft for c in space.cells if c.peft.method != "baseline"]
@@ -50,7 +50,7 @@ def test_smoke_is_small_and_covers_every_group():
     space = load_space("smoke")
     assert len(space.cells) <= 6
     assert {c.group for c in space.cells} == {
-        (b, l) for b in ("scienceqa", "iconqa") for l in ("flan-t5-xl", "vicuna-7b")}
+        (b, llm) for b in ("scienceqa", "iconqa") for llm in ("flan-t5-xl", "vicuna-7b")}
     assert space.overrides["epochs"] <= 3
 
 

@@ -7,6 +7,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import InstructBlipForConditionalGeneration
 
+from trainables.batching import stack_images
 from trainables.checkpoint import load_tensors
 from trainables.config import TrialConfig
 from trainables.export import export_model
@@ -14,7 +15,6 @@ from trainables.loop import build_trial, evaluate, run_trial
 from trainables.peft_targeting import is_lora_param
 from trainables.presets import build_model
 from trainables.scoring import score_candidates
-from trainables.batching import stack_images
 
 
 def _run(tmp_path_factory, method, sublayer, rank, adapter="lora"):
@@ -48,7 +48,8 @@ def test_checkpoint_holds_only_trainable_tensors(lora_run):
     stored = sum(t.numel() for t in [*adapter.values(), *extra.values()])
     assert stored == reports[0]["trainable_params"]
     plain = dict(build_model("tiny-t5").model.named_parameters())
-    assert set(extra) <= set(plain) and not any(k.startswith(("vision_model.encoder", "language_model.")) for k in extra)
+    assert set(extra) <= set(plain)
+    assert not any(k.startswith(("vision_model.encoder", "language_model.")) for k in extra)
     # last + best tensors, two Adam moments (fp32) and pickling overhead: never the frozen base
     size = reports[-1]["checkpoint_mb"] * 2**20
     assert size < 6 * 4 * reports[0]["trainable_params"] + 100_000 < 4 * reports[0]["total_params"]

@@ -12,8 +12,14 @@ from trainables.checkpoint import load_checkpoint, load_trainable_state
 from trainables.config import TrialConfig
 from trainables.data.prepare import ensure_prepared, read_split_table
 from trainables.loop import build_trial, evaluate, run_trial
-from trainables.predictions import (FILE_NAME, SplitScores, category_accuracy, category_metrics,
-                                    predictions_table, read_predictions)
+from trainables.predictions import (
+    FILE_NAME,
+    SplitScores,
+    category_accuracy,
+    category_metrics,
+    predictions_table,
+    read_predictions,
+)
 from trainables.rescore import score_stopped
 
 # The shipped sample's categories, counted by hand from trainables/assets/data/scienceqa/

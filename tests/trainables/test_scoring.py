@@ -63,7 +63,8 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
     problems = _problems(bundle, n=4)
     m = unwrap(model)
     seen = {"vision": [], "llm": []}
-    hooks = [m.vision_model.register_forward_hook(lambda mod, a, kw, out: seen["vision"].append(kw["pixel_values"].shape[0]), with_kwargs=True)]
+    hooks = [m.vision_model.register_forward_hook(
+        lambda mod, a, kw, out: seen["vision"].append(kw["pixel_values"].shape[0]), with_kwargs=True)]
     encoder = m.language_model.get_encoder() if bundle.family == "t5" else m.language_model
     hooks.append(encoder.register_forward_hook(
         lambda mod, a, kw, out: seen["llm"].append(kw.get("inputs_embeds")), with_kwargs=True))

@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +25,8 @@ from trainables.data.records import SPLITS, Record
 from trainables.defaults import CONTEXT_MAX_WORDS
 
 FORMAT_VERSION = 2
-"""2: + categories (ScienceQA leaderboard categories, trainables.data.categories). Bump when the prepared columns or the prompt rules change: old caches are then not reused."""
+"""2: + categories (ScienceQA leaderboard categories, trainables.data.categories). Bump when the
+prepared columns or the prompt rules change: old caches are then not reused."""
 
 SCHEMA = pa.schema([
     ("pid", pa.string()), ("split", pa.string()), ("benchmark", pa.string()), ("kind", pa.string()),
@@ -194,7 +195,8 @@ def prepare_all(requests: list[Request]) -> list[Path]:
                 continue
             records = source.load()  # raises DataError; nothing was created before this
             check_unique_pids(records, source.description)
-            staged.append((_stage(out, lambda tmp: write_prepared(
+            staged.append((_stage(out, lambda tmp, records=records, benchmark=benchmark,
+                                  source=source, key=key: write_prepared(
                 records, tmp, benchmark=benchmark, source=source.description,
                 source_hash=key)), out))
     except BaseException:

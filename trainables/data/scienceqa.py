@@ -11,7 +11,14 @@ from typing import Any
 
 from trainables.data.errors import DataError
 from trainables.data.records import (
-    SPLITS, Record, answer_field, check_record, choices_field, read_image, read_json, safe_join,
+    SPLITS,
+    Record,
+    answer_field,
+    check_record,
+    choices_field,
+    read_image,
+    read_json,
+    safe_join,
     text_field,
 )
 from trainables.excerpt import excerpt

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from trainables.data.errors import DataError
 from trainables.data.hf_parquet import is_hf_parquet_root, load_hf_scienceqa

@@ -62,7 +62,8 @@ def _png(objects: list[tuple[str, str, int, int, int]]) -> bytes:
     return buf.getvalue()
 
 
-def _options(rng: random.Random, answer: str, pool: list[str], k: int, keep_order: bool = False) -> tuple[list[str], int]:
+def _options(rng: random.Random, answer: str, pool: list[str], k: int,
+             keep_order: bool = False) -> tuple[list[str], int]:
     """k options including the answer, drawn from pool, shuffled (or in pool order)."""
     others = rng.sample([p for p in pool if p != answer], k - 1)
     opts = [answer] + others

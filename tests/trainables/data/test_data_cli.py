@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, edit_json
 
 from trainables.data.__main__ import main
-
-from conftest import REPO, edit_json
 
 
 def test_prepare_writes_parquet_and_manifest(sqa_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ASSETS
 
 from trainables.data.hf_parquet import load_hf_scienceqa
 from trainables.data.prepare import ensure_prepared, read_records
 from trainables.data.records import Record
 from trainables.data.scienceqa import load_scienceqa
-
-from conftest import ASSETS
 
 datasets = pytest.importorskip("datasets")
 HUB_SPLIT = {"train": "train", "val": "validation", "test": "test"}
@@ -33,11 +32,13 @@ def write_hub_export(records: list[Record], root: Path, with_paths: bool) -> Non
         rows = {name: [] for name in _features()}
         for r in part + [None]:
             meta = dict(r.meta) if r else {}
-            image = None if r is None else {"bytes": r.image, "path": f"images/{split}/{r.pid}/image.png" if with_paths else None}
+            path = f"images/{split}/{r.pid}/image.png" if r is not None and with_paths else None
+            image = None if r is None else {"bytes": r.image, "path": path}
             row = {"image": image, "question": r.question if r else "Text only?",
                    "choices": list(r.choices) if r else ["a", "b"], "answer": r.answer_index if r else 0,
                    "hint": r.hint if r else "", "lecture": r.lecture if r else "",
-                   **{k: meta.get(k, "") for k in ("task", "grade", "subject", "topic", "category", "skill", "solution")}}
+                   **{k: meta.get(k, "") for k in ("task", "grade", "subject", "topic", "category",
+                                                   "skill", "solution")}}
             for k, val in row.items():
                 rows[k].append(val)
         datasets.Dataset.from_dict(rows, features=_features()).to_parquet(
@@ -68,4 +69,5 @@ def test_hub_parquet_prepares_like_the_official_layout(official: list[Record], t
     out = ensure_prepared("scienceqa", data_root=tmp_path / "hub", cache_dir=tmp_path / "cache")
     ref = ensure_prepared("sample-scienceqa", cache_dir=tmp_path / "cache")
     for split in ("train", "val", "test"):
-        assert sorted(read_records(out, split), key=lambda r: r.pid) == sorted(read_records(ref, split), key=lambda r: r.pid)
+        assert sorted(read_records(out, split), key=lambda r: r.pid) == \
+            sorted(read_records(ref, split), key=lambda r: r.pid)

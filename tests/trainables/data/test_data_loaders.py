@@ -5,10 +5,10 @@ import json
 import shutil
 from pathlib import Path
 
+from conftest import ASSETS
+
 from trainables.data.iconqa import load_iconqa
 from trainables.data.scienceqa import load_scienceqa
-
-from conftest import ASSETS
 
 
 def test_shared_scienceqa_400_load_unchanged(shared: Path) -> None:

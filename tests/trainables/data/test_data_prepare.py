@@ -6,13 +6,12 @@ import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from conftest import ASSETS
 
 from trainables.data.iconqa import load_iconqa
 from trainables.data.prepare import ensure_prepared, read_manifest, read_records
 from trainables.data.scienceqa import load_scienceqa
 from trainables.defaults import SYNTH_SPLIT_SIZES
-
-from conftest import ASSETS
 
 
 def _roundtrip(records, out: Path) -> None:

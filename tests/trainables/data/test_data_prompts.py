@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ASSETS
 
+from trainables.data.iconqa import load_iconqa
 from trainables.data.prompts import build_prompt, candidates, context_text, truncate_words
 from trainables.data.records import Record
 from trainables.data.scienceqa import load_scienceqa
-from trainables.data.iconqa import load_iconqa
 from trainables.defaults import CONTEXT_MAX_WORDS
-
-from conftest import ASSETS
 
 
 def _expected_scienceqa(raw: dict) -> str:

@@ -5,14 +5,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import edit_json
 
 from trainables.data.errors import DataError
 from trainables.data.hf_parquet import load_hf_scienceqa
 from trainables.data.iconqa import load_iconqa
 from trainables.data.prepare import ensure_prepared, prepare_all, read_split_table
 from trainables.data.scienceqa import load_scienceqa
-
-from conftest import edit_json
 
 
 def _fails(load, root: Path, *needles: str) -> str:
