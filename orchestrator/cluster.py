@@ -173,6 +173,10 @@ def check_cluster_config(path: str) -> dict:
     Returns the prepared config; raises ClusterError naming the file, the key and the problem."""
     import jsonschema
     import yaml
+
+    # Private API on purpose: the public ray.autoscaler.sdk.fillout_defaults neither prepares a
+    # "local" provider config (cluster.local.yaml) nor validates; these two are what `ray up`
+    # itself runs, so the check agrees with it exactly.
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     try:

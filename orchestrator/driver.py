@@ -168,7 +168,7 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
     started = time.monotonic()
     space = tn.grid_param_space(prepared.trials)
     if options.resume:
-        grid = tn.restore_tuner(trainable, space, prepared.name, settings)
+        grid = tn.restore_tuner(trainable, prepared.name, settings)
     else:
         scheduler = make_scheduler(options.scheduler, prepared.epoch_budget, options.grace_period,
                                    options.reduction_factor)

@@ -139,7 +139,7 @@ def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: 
     name = retune_name(sweep_name, row.cell.id)
     space = lr_retune.space_for(row.config.to_dict(), row.cell.id, row.config.lr)
     if resume and tn.can_restore(settings.storage, name):
-        tuner = tn.restore_tuner(trainable, space, name, settings)
+        tuner = tn.restore_tuner(trainable, name, settings)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 2))
         search = OptunaSearch(metric=METRIC, mode=MODE, sampler=sampler)
