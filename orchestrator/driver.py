@@ -45,6 +45,7 @@ def prepare(options: SweepOptions) -> Prepared:
     space = load_space(options.space)
     targets = resolve_targets(list(options.llm), list(options.benchmark), list(options.data_root))
     extra = {k: v for k, v in (("seed", options.seed), ("epochs", options.epochs)) if v is not None}
+    extra.update(options.vit_cache_overrides())
     cache_dir = str(Path(options.cache_dir).expanduser().resolve())
     trials = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
     budget = max(t.epochs for t in trials)
@@ -56,9 +57,13 @@ def prepare(options: SweepOptions) -> Prepared:
 
 def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     """Print the plan at the real model sizes (meta device) and exit; Ray never starts."""
-    from orchestrator import plan
-    trials = plan.build_plan(prepared.space)
+    from orchestrator import plan, vit_savings
+    epochs = {"epochs": options.epochs} if options.epochs is not None else {}
+    setting = vit_savings.setting_from_overrides(
+        {**prepared.space.overrides, **epochs, **options.vit_cache_overrides()})
+    trials = vit_savings.apply(plan.build_plan(prepared.space), setting)
     print(plan.format_plan(trials))
+    print(vit_savings.format_savings(trials, setting))
     if options.plan_out:
         plan.write_plan_json(trials, Path(options.plan_out))
         print(f"plan written to {options.plan_out}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -28,6 +29,8 @@ class SweepOptions:
     epochs: int | None = None
     seed: int | None = None
     cache_dir: str = ".cache/prepared"
+    augment: str | None = None
+    """on | off | None (the recipe's)."""
     scheduler: str = "asha"
     grace_period: int | None = None
     reduction_factor: float | None = None
@@ -36,6 +39,9 @@ class SweepOptions:
     gpus_per_trial: float = 0.0
     address: str | None = None
     max_failures: int = 2
+    no_vit_cache: bool = False
+    vit_cache_dir: str | None = None
+    vit_cache_max_gb: float | None = None
     storage: str = "ray_results"
     name: str | None = None
     tracking_uri: str | None = None
@@ -61,6 +67,10 @@ class SweepOptions:
             raise OptionError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
         if self.max_failures < 0:
             raise OptionError(f"--max-failures must be >= 0, got {self.max_failures}")
+        if self.no_vit_cache and (self.vit_cache_dir or self.vit_cache_max_gb is not None):
+            raise OptionError("--vit-cache-dir/--vit-cache-max-gb contradict --no-vit-cache")
+        if self.vit_cache_max_gb is not None and not self.vit_cache_max_gb > 0:
+            raise OptionError(f"--vit-cache-max-gb must be > 0, got {self.vit_cache_max_gb}")
 
     def _check_modes(self) -> None:
         if self.resume and self.dry_run:
@@ -74,6 +84,19 @@ class SweepOptions:
                     raise OptionError(f"--{_flag(opt)} only applies to --scheduler asha")
         if self.no_retune and self.retune_samples is not None:
             raise OptionError("--retune-samples contradicts --no-retune")
+
+    def vit_cache_overrides(self) -> dict[str, Any]:
+        """Trial config keys of --augment and the --*vit-cache* options (only those given)."""
+        out: dict[str, Any] = {}
+        if self.augment is not None:
+            out["augment"] = self.augment == "on"
+        if self.no_vit_cache:
+            out["vit_cache"] = False
+        if self.vit_cache_dir:
+            out["vit_cache_dir"] = str(Path(self.vit_cache_dir).expanduser().resolve())
+        if self.vit_cache_max_gb is not None:
+            out["vit_cache_max_gb"] = self.vit_cache_max_gb
+        return out
 
     @property
     def run_seed(self) -> int:

@@ -62,8 +62,16 @@ class PlannedTrial:
     lora_params_llm: int
     est_gpu_memory_bytes: int
     est_train_flops_per_epoch: int
+    vit_flops_per_image: int
+    """One ViT forward (the work the feature cache saves per use; orchestrator.vit_savings)."""
+    vit_trunk_params: int
+    """Frozen ViT parameters before post_layernorm (what a trial may release)."""
     adapter: str = PAPER_ADAPTER
     alpha: str = PAPER_ALPHA
+    vit_cache_flops_saved: int = 0
+    """ViT FLOPs the feature cache saves this trial (set by orchestrator.vit_savings.apply)."""
+    vit_resident: bool = True
+    """False: every image comes from the cache, the ViT trunk leaves the GPU (memory excludes it)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,14 @@ def estimates(shape: ModelShape, preset: str, benchmark: str, lora: dict[str, in
     return int(memory), int(flops_example * TRAIN_PROBLEMS[benchmark])
 
 
+def vit_sizes(shape: ModelShape) -> dict[str, int]:
+    """ViT forward FLOPs per image (the planner's 2 x N x T) and the trunk's parameter count."""
+    trunk = sum(v for n, v in shape.sizes.items()
+                if n.startswith("vision_model.") and not n.startswith("vision_model.post_layernorm."))
+    return {"vit_flops_per_image": 2 * _weights(shape.sizes, "vision_model.") * VIT_TOKENS,
+            "vit_trunk_params": int(trunk)}
+
+
 def build_plan(space: Space) -> list[PlannedTrial]:
     """One PlannedTrial per cell of ``space`` (paper names), each real model built once."""
     from trainables.accounting import count_parameters
@@ -151,7 +167,7 @@ def build_plan(space: Space) -> list[PlannedTrial]:
             fraction_of_baseline=rep.fraction_of_baseline,
             lora_params_qformer=int(rep.lora_params_qformer),
             lora_params_llm=int(rep.lora_params_llm), est_gpu_memory_bytes=memory,
-            est_train_flops_per_epoch=flops))
+            est_train_flops_per_epoch=flops, **vit_sizes(shape)))
     return plan
 
 

@@ -47,10 +47,10 @@ SPACE_MODULES: dict[str, str] = {
 CELL_KEYS: tuple[str, ...] = ("benchmark", "llm", "method", "sublayer", "rank", "adapter", "alpha")
 """What identifies a cell (trainables.cell.Cell); adapter and alpha default to the paper's."""
 # Keys a space may set for all its cells: the trial's recipe knobs. Identity, paths and
-# bookkeeping (cache_dir, retune_of) are the driver's business, not the space's.
+# bookkeeping (cache_dir, vit_cache_dir, retune_of) are the driver's business, not the space's.
 OVERRIDE_KEYS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrialConfig)
-    if f.name not in CELL_KEYS + ("model_path", "data_root", "cache_dir", "retune_of"))
+    if f.name not in CELL_KEYS + ("model_path", "data_root", "cache_dir", "vit_cache_dir", "retune_of"))
 GRID_KEYS: tuple[str, ...] = ("methods", "ranks", "adapters", "alphas", "llms", "benchmarks")
 CELLS_KEY = "cells"
 PAPER_LLMS: tuple[str, ...] = ("flan-t5-xl", "vicuna-7b")

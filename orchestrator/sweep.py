@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "seed, else 0)")
     what.add_argument("--cache-dir", default=".cache/prepared",
                       help="where prepared benchmark Parquet is kept (default .cache/prepared)")
+    what.add_argument("--augment", choices=("on", "off"),
+                      help="random resized crop + flip in training (default: the recipe's: on for the "
+                           "real models, as in the paper; off for the tiny stand-ins). off: the ViT "
+                           "feature cache serves training too and trials release the ViT (faster, "
+                           "~2 GB less GPU memory) at the price of the crops' regularisation")
     how = p.add_argument_group("how it runs")
     how.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
                      help="asha: stop weak trials early, compared only within (benchmark, LLM); "
@@ -70,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default 0; a fraction (e.g. 0.25) packs several small trials on one GPU")
     how.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     how.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default 2)")
+    how.add_argument("--no-vit-cache", action="store_true",
+                     help="run the frozen ViT on every image in every step instead of reading its "
+                          "features from the node's cache (same results, only slower)")
+    how.add_argument("--vit-cache-dir",
+                     help="node-local directory of the ViT feature cache (default "
+                          "<cache-dir>/vit-features; each host keeps its own entries under it)")
+    how.add_argument("--vit-cache-max-gb", type=float,
+                     help="size bound of one node's ViT feature cache, least recently used entries "
+                          "evicted first (default 128)")
     out = p.add_argument_group("where results go")
     out.add_argument("--storage", default="ray_results",
                      help="Tune storage: a local dir or a URI pyarrow.fs understands, e.g. s3://bucket/x "

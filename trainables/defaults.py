@@ -37,7 +37,10 @@ class Recipe:
     max_prompt_tokens: int = 256
     """LLM prompt length cap (tokens), applied identically in training and evaluation."""
     augment: bool = True
-    """Random resized crop (scale 0.5-1) + horizontal flip in training, as the authors did."""
+    """Random resized crop (scale 0.5-1) + horizontal flip in training, as the authors did.
+    Off (``--augment off``) trades the crops' regularisation for speed and memory: every epoch
+    then sees the same pixels, so the ViT feature cache (trainables.vision_features) serves
+    training as well as scoring and the trial releases the frozen ViT's weights."""
     eval_batch_size: int = 16
     """Problems scored together by the batched candidate scorer."""
 

@@ -68,6 +68,8 @@ def test_bad_yaml_space_names_the_key(tmp_path, capsys):
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
     (["--grace-period", "50"], "exceeds the epoch budget"),
     (["--llm", "flan-t5-xl=/no/such/model"], "neither a preset"),
+    (["--no-vit-cache", "--vit-cache-dir", "x"], "contradict --no-vit-cache"),
+    (["--vit-cache-max-gb", "0"], "--vit-cache-max-gb must be > 0"),
 ])
 def test_conflicting_or_bad_options(extra, needle, capsys):
     assert needle in fails(["--space", "smoke", *extra], capsys)
