@@ -53,15 +53,6 @@ PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", 
               "grad_accum", "seed", "adapter", "alpha")
 
 
-def cell_of(config: dict[str, Any]) -> Cell | None:
-    """The cell of a trial config (None: a config TrialConfig rejects; its trial then fails
-    with that error and its run is tagged by the raw config alone)."""
-    try:
-        return TrialConfig.from_dict(config).cell
-    except (TypeError, ValueError):
-        return None
-
-
 def trial_result(run: Run) -> TrialResult:
     """Read one trial run back (the layout this module writes) as the results model's trial.
     Raises ValueError when the run has no valid cell id tag."""
@@ -76,16 +67,22 @@ def trial_result(run: Run) -> TrialResult:
         run_id=run.info.run_id, name=run.info.run_name)
 
 
-def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial config as the trial runs it: TrialConfig's resolution of every None to the
-    preset's default, so a run says what actually ran, not "None". Keys that are not trial
-    config fields (the sweep's own bookkeeping) are left out; a config TrialConfig rejects is
-    logged as given (the trial itself then fails with that error)."""
+def parse_config(config: dict[str, Any]) -> TrialConfig | None:
+    """The trial's own config, parsed once at this side of the Ray boundary (keys that are not
+    trial config fields, the sweep's bookkeeping, left out). None: a config TrialConfig rejects;
+    the trial itself then fails with that error and its run is logged with the raw config."""
     known = {f.name for f in fields(TrialConfig)}
     try:
-        return TrialConfig.from_dict({k: v for k, v in config.items() if k in known}).to_dict()
+        return TrialConfig.from_dict({k: v for k, v in config.items() if k in known})
     except ValueError:
-        return dict(config)
+        return None
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial config as the trial runs it: every None resolved to the preset's default, so a
+    run says what actually ran, not "None" (a rejected config: as given)."""
+    parsed = parse_config(config)
+    return parsed.to_dict() if parsed else dict(config)
 
 
 def _lora_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -244,8 +241,9 @@ class TrialRunLogger(Callback):
             return self._runs[trial.trial_id]
         if self._existing is None:
             self._load_existing()
-        config = resolve_config(trial.config)
-        cell_obj = cell_of(config)
+        parsed = parse_config(trial.config)
+        config = parsed.to_dict() if parsed else dict(trial.config)
+        cell_obj = parsed.cell if parsed else None
         cell = cell_obj.id if cell_obj else ""
         found = self._existing.get((trial.trial_id, cell))
         if found is not None:
