@@ -23,10 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sweep_overhead import run_sweep, trial_records
+from orchestrator.mlflow_runs import parse_config
 
 
 def cell(config: dict[str, Any]) -> str:
-    return f"{config['method']}/{config['sublayer']}|r{config['rank']}"
+    """The trial's cell id (trainables.cell), from its flat Ray config."""
+    parsed = parse_config(config)
+    if parsed is None:
+        raise ValueError(f"not a trial config: {sorted(config)}")
+    return parsed.cell_id
 
 
 def best_per_group(trials: list[dict[str, Any]]) -> dict[str, tuple[list[str], float]]:
