@@ -6,6 +6,7 @@ them before Ray starts), so a mistake costs seconds, not a half-run sweep.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import time
@@ -44,15 +45,32 @@ def prepare(options: SweepOptions) -> Prepared:
     """Space + targets + trial configs, validated (raises SpaceError/SweepError)."""
     space = load_space(options.space)
     targets = resolve_targets(list(options.llm), list(options.benchmark), list(options.data_root))
-    extra = {k: v for k, v in (("seed", options.seed), ("epochs", options.epochs)) if v is not None}
+    extra = {k: v for k, v in (("seed", options.seed), ("epochs", options.epochs),
+                               ("weight_dtype", options.weight_dtype),
+                               ("activation_checkpointing", options.activation_checkpointing))
+             if v is not None}
     extra.update(options.vit_cache_overrides())
     cache_dir = str(Path(options.cache_dir).expanduser().resolve())
     trials = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
+    if options.random_weights:
+        trials = _with_random_weights(trials)
     budget = max(t.epochs for t in trials)
     if options.grace_period is not None and options.grace_period > budget:
         raise SweepError(f"--grace-period {options.grace_period} exceeds the epoch budget {budget}")
     return Prepared(space=space, targets=targets, trials=trials,
                     name=options.name or f"sweep-{space.name}", epoch_budget=budget)
+
+
+def _with_random_weights(trials: list[TrialConfig]) -> list[TrialConfig]:
+    """--random-weights: every trial of a real preset gets the random full-size build."""
+    from trainables.vocab import REAL_PRESETS
+
+    def real(t: TrialConfig) -> bool:
+        return t.llm in REAL_PRESETS and t.model_path is None
+    if not any(real(t) for t in trials):
+        raise SweepError("--random-weights builds the real architectures: name one, e.g. "
+                         "--llm flan-t5-xl=flan-t5-xl")
+    return [dataclasses.replace(t, random_weights=True) if real(t) else t for t in trials]
 
 
 def dry_run(prepared: Prepared, options: SweepOptions) -> int:
@@ -80,6 +98,17 @@ def load_trainable(spec: str | None) -> Callable:
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError, ValueError) as err:
         raise SweepError(f"--trainable {spec!r}: cannot import it ({err})") from None
+
+
+def check_real_presets_have_gpus(trials: list[TrialConfig], gpus_per_trial: float, cpu: bool) -> None:
+    """A real 4-7 B preset with no GPU per trial would train on CPU for days: refuse it unless
+    the user asked for CPU (--cpu)."""
+    from trainables.vocab import REAL_PRESETS
+    real = sorted({t.llm for t in trials if t.llm in REAL_PRESETS})
+    if real and gpus_per_trial == 0 and not cpu:
+        raise SweepError(f"{', '.join(real)} would run on CPU with --gpus-per-trial 0 (hours per "
+                         f"optimizer step); give each trial a GPU, e.g. --gpus-per-trial 1 (see "
+                         f"--dry-run for what fits), or pass --cpu to run on CPU deliberately")
 
 
 def check_gpus(gpus_per_trial: float, address: str | None) -> None:
@@ -112,6 +141,7 @@ def run(prepared: Prepared, options: SweepOptions) -> int:
     storage probe and the tracking preflight, which create the storage directory and the
     MLflow experiment. Checks added here go before prepare_data unless they must write.
     """
+    check_real_presets_have_gpus(prepared.trials, options.gpus_per_trial, options.cpu)
     from orchestrator import cluster
     from orchestrator import tuner as tn
     from orchestrator.tracking import SweepTracker, TrackingError

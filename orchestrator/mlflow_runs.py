@@ -39,18 +39,22 @@ TAG_REPLACED_BY = "replaced_by"
 
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
 EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "val_gold_nll", "val_choice_nll", "lr",
-                 "samples_per_s", "epoch_time_s", "checkpoint_mb",
+                 "samples_per_s", "epoch_time_s", "checkpoint_mb", "peak_memory_gib",
                  # cumulative per trial (trainables.vision_features.METRIC_KEYS); absent without the cache
                  "vit_cache_hits", "vit_cache_misses", "vit_cache_seconds_saved")
 FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline",
-                 "qformer_trainable_fraction", "lora_params_qformer", "lora_params_llm")
+                 "qformer_trainable_fraction", "lora_params_qformer", "lora_params_llm",
+                 # what ran after fitting the memory budget (trainables.runsetup.RunSettings)
+                 "micro_batch_size", "grad_accum_steps", "eval_batch_size_used",
+                 "activation_checkpointing_on", "est_peak_memory_gib")
 FINAL_METRICS = ("test_acc", "test_gold_nll", "test_choice_nll", "best_epoch")
 CATEGORY_PREFIX = "test_acc/"
 """Final per-category test accuracies, e.g. test_acc/NAT (trainables.predictions)."""
 PREDICTIONS_ARTIFACT = "predictions"
 """Artifact folder of a trial's predictions.parquet (trainables.predictions)."""
 PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
-              "grad_accum", "seed", "adapter", "alpha")
+              "grad_accum", "seed", "adapter", "alpha",
+              "weight_dtype", "activation_checkpointing", "random_weights")
 
 
 def trial_result(run: Run) -> TrialResult:

@@ -37,6 +37,11 @@ class SweepOptions:
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    cpu: bool = False
+    """Real presets may run on CPU (without it they need --gpus-per-trial > 0)."""
+    weight_dtype: str | None = None
+    activation_checkpointing: str | None = None
+    random_weights: bool = False
     address: str | None = None
     max_failures: int = 2
     no_vit_cache: bool = False
@@ -63,6 +68,8 @@ class SweepOptions:
                 raise OptionError(f"--{_flag(opt)} must be >= 1, got {value}")
         if self.reduction_factor is not None and self.reduction_factor <= 1:
             raise OptionError(f"--reduction-factor must be > 1, got {self.reduction_factor}")
+        if self.cpu and self.gpus_per_trial > 0:
+            raise OptionError("--cpu contradicts --gpus-per-trial > 0")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise OptionError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
         if self.max_failures < 0:

@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CPUs Ray reserves per trial (default 1)")
     how.add_argument("--gpus-per-trial", type=float, default=0.0,
                      help="default 0; a fraction (e.g. 0.25) packs several small trials on one GPU")
+    how.add_argument("--cpu", action="store_true",
+                     help="run real presets (flan-t5-xl, vicuna-7b) on CPU anyway: hours per step at "
+                          "real size, for checks; without it a real preset needs --gpus-per-trial > 0")
+    how.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp32"),
+                     help="storage dtype of the frozen ViT/LLM/Q-Former (default: the preset's, bf16 for "
+                          "the real ones; fp16 for GPUs without bf16); what trains is always fp32")
+    how.add_argument("--activation-checkpointing", choices=("auto", "on", "off"),
+                     help="recompute LLM/Q-Former activations in backward; auto (default): on, and the "
+                          "micro-batch shrunk at the same effective batch, only as far as the GPU needs")
+    how.add_argument("--random-weights", action="store_true",
+                     help="real presets at full size with deterministic random weights and stand-in "
+                          "tokenizers, nothing downloaded (memory/speed checks; accuracies are meaningless)")
     how.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     how.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default 2)")
     how.add_argument("--no-vit-cache", action="store_true",

@@ -26,7 +26,9 @@ from trainables.methods import (
 )
 from trainables.vocab import BENCHMARKS, PRESETS, REAL_BENCHMARKS, REAL_PRESETS, check_choice
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+WEIGHT_DTYPES: tuple[str, ...] = ("bf16", "fp16", "fp32")
+CHECKPOINTING: tuple[str, ...] = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,17 @@ class TrialConfig:
     """Size bound of the node's cache in GiB (least recently used entries are evicted); None:
     defaults.VIT_CACHE_MAX_GB."""
     precision: str = "auto"
-    """auto (bf16 autocast on CUDA when supported, else fp32) | fp32 | bf16."""
+    """Autocast: auto (the weight dtype when it is bf16/fp16; fp32 weights: bf16 on CUDA when
+    supported, else fp32) | fp32 | bf16 | fp16."""
+    weight_dtype: str | None = None
+    """Storage dtype of the frozen weights: bf16 | fp16 (GPUs without bf16) | fp32; trainable
+    tensors are fp32 masters regardless. None: the preset's recipe (real: bf16, toys: fp32)."""
+    activation_checkpointing: str = "auto"
+    """on | off | auto: recompute layer activations in backward. auto: on, and the micro-batch
+    shrunk (effective batch kept), only as far as trainables.memory says the device needs."""
+    random_weights: bool = False
+    """Real presets only: the full-size architecture with deterministic random weights and
+    stand-in tokenizers, no download (real-size memory/speed checks; accuracies meaningless)."""
     seed: int = 0
     """Seeds model init, data order, augmentation and dropout."""
     max_train_examples: int | None = None
@@ -154,7 +166,7 @@ class TrialConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"trial config {name} must be a string, got {value!r}")
-        for name in ("augment", "vit_cache"):
+        for name in ("augment", "vit_cache", "random_weights"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"trial config {name} must be true or false, got {value!r}")
@@ -176,6 +188,7 @@ class TrialConfig:
             "patience": recipe.patience,
             "weight_decay": recipe.weight_decay, "max_prompt_tokens": recipe.max_prompt_tokens,
             "augment": recipe.augment, "num_threads": defaults.NUM_THREADS,
+            "weight_dtype": recipe.weight_dtype,
             "divergence_factor": defaults.DIVERGENCE_FACTOR,
             "vit_cache": defaults.VIT_CACHE, "vit_cache_max_gb": defaults.VIT_CACHE_MAX_GB,
         }
@@ -196,8 +209,14 @@ class TrialConfig:
         self.peft.check()  # sublayer of the method, rank, LoRA options only where LoRA is
         check_choice("benchmark", self.benchmark, BENCHMARKS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("weight_dtype", self.weight_dtype, WEIGHT_DTYPES)
+        check_choice("activation_checkpointing", self.activation_checkpointing, CHECKPOINTING)
+        self._check_dtypes()
         if self.benchmark in REAL_BENCHMARKS and self.data_root is None:
             raise ValueError(f"benchmark {self.benchmark!r} needs data_root (the official files)")
+        if self.random_weights and (self.llm not in REAL_PRESETS or self.model_path is not None):
+            raise ValueError(f"random_weights needs a real preset ({', '.join(REAL_PRESETS)}) and no "
+                             f"model_path, got llm={self.llm!r}")
         if self.model_path is not None and self.llm not in REAL_PRESETS:
             raise ValueError(f"model_path is only valid with a real preset "
                              f"({', '.join(REAL_PRESETS)}), not llm={self.llm!r}")
@@ -220,10 +239,19 @@ class TrialConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
 
+    def _check_dtypes(self) -> None:
+        """Half-precision frozen weights cannot run fp32 compute, nor the other half format."""
+        if self.weight_dtype == "fp32" or self.precision == "auto":
+            return
+        if self.precision != self.weight_dtype:
+            raise ValueError(f"precision {self.precision!r} contradicts weight_dtype "
+                             f"{self.weight_dtype!r}: frozen {self.weight_dtype} weights compute in "
+                             f"{self.weight_dtype} (use precision auto, or weight_dtype fp32)")
+
 
 _INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", "patience",
                "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
                "max_eval_examples", "num_threads")
 _FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor", "vit_cache_max_gb")
 _STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "benchmark", "data_root", "cache_dir",
-               "vit_cache_dir", "precision", "retune_of")
+               "vit_cache_dir", "precision", "retune_of", "weight_dtype", "activation_checkpointing")

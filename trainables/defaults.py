@@ -43,11 +43,17 @@ class Recipe:
     training as well as scoring and the trial releases the frozen ViT's weights."""
     eval_batch_size: int = 16
     """Problems scored together by the batched candidate scorer."""
+    weight_dtype: str = "fp32"
+    """Storage dtype of the frozen weights (bf16 | fp16 | fp32); what trains is always fp32."""
 
 
-# The paper's recipe. Effective batch 16: Flan-T5-XL 16 x 1, Vicuna-7B 8 x 2.
-PAPER_T5 = Recipe(epochs=15, lr_full_qformer=2e-5, lr_lora=5e-4, batch_size=16, grad_accum=1)
-PAPER_LLAMA = Recipe(epochs=15, lr_full_qformer=2e-5, lr_lora=5e-4, batch_size=8, grad_accum=2)
+# The paper's recipe. Effective batch 16: Flan-T5-XL 16 x 1, Vicuna-7B 8 x 2. The frozen
+# ViT / LLM (and the Q-Former where it is frozen) are stored in bf16 as LAVIS runs them (fp16 ViT
+# and Vicuna there; bf16 autocast): fp32 would need 16 GB (T5) / 32 GB (Vicuna) of weights alone.
+PAPER_T5 = Recipe(epochs=15, lr_full_qformer=2e-5, lr_lora=5e-4, batch_size=16, grad_accum=1,
+                  weight_dtype="bf16")
+PAPER_LLAMA = Recipe(epochs=15, lr_full_qformer=2e-5, lr_lora=5e-4, batch_size=8, grad_accum=2,
+                     weight_dtype="bf16")
 
 # Tiny presets: randomly initialised toy models learn nothing at the paper's 2e-5 in a few
 # epochs, so both learning rates are scaled up (keeping the paper's ordering: full Q-Former

@@ -46,11 +46,31 @@ from trainables.data.images import ImageTransform
 from trainables.data.prepare import ensure_prepared, read_split_table
 from trainables.data.records import SPLITS
 from trainables.families import family_spec
+from trainables.memory import ModelShape
 from trainables.peft_targeting import apply_method
 from trainables.predictions import SplitScores, category_metrics, predictions_table, write_predictions
-from trainables.presets import ModelBundle, build_model
+from trainables.presets import WEIGHT_DTYPES, ModelBundle, build_model
+from trainables.runsetup import (
+    RunSettings,
+    memory_setup,
+    param_counts,
+    peak_memory_bytes,
+    reset_peak_memory,
+    resolve_settings,
+)
 from trainables.scoring import ScoreResult, score_in_batches
-from trainables.step import Precision, chunks, lr_at_epoch, make_optimizer, resolve_precision, set_lr, train_step
+from trainables.step import (
+    Precision,
+    chunks,
+    lr_at_epoch,
+    make_optimizer,
+    resolve_precision,
+    set_activation_checkpointing,
+    set_lr,
+    train_step,
+    unwrap,
+    upcast_trainables,
+)
 from trainables.vision_features import CachedInputs, PixelInputs, vision_inputs
 
 ReportFn = Callable[[dict[str, Any], Path | None], None]
@@ -73,16 +93,23 @@ class Trial:
     splits: dict[str, list[EncodedProblem]]
     categories: dict[str, tuple[str, ...]]
     """pid -> ScienceQA leaderboard categories (empty for other benchmarks)."""
+    settings: RunSettings
+    """Micro-batch, scoring batch and checkpointing actually used (fitted to the memory budget)."""
 
 
 def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
-                splits: Sequence[str] = SPLITS) -> Trial:
-    """Model (seeded), method applied, data prepared and tokenised once (only ``splits``)."""
+                splits: Sequence[str] = SPLITS, memory_budget: int | None = None) -> Trial:
+    """Model (seeded, frozen parts in ``cfg.weight_dtype``, trainables as fp32 masters), method
+    applied, data prepared and tokenised once (only ``splits``), batch sizes and checkpointing
+    fitted to ``memory_budget`` (bytes of GPU memory the trial may use; None: as configured)."""
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(device)
-    bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed)
+    reset_peak_memory(device)
+    bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed,
+                         dtype=WEIGHT_DTYPES[cfg.weight_dtype], random_weights=cfg.random_weights)
     torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
     model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
+    upcast_trainables(model)
     prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
     limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
     encoded = {split: encode_examples(load_examples(prepared, split, bundle.image_size, limits[split]),
@@ -95,20 +122,34 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
         cols = read_split_table(prepared, split, ["pid", "categories"]).to_pydict()
         categories.update(zip(cols["pid"], map(tuple, cols["categories"])))
     transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, cfg.augment)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, cfg.weight_dtype)
     vision = vision_inputs(cfg, model, transform, precision, device)
     if isinstance(vision, CachedInputs):
         vision.prepare([p for problems in encoded.values() for p in problems])
+    settings = _fit_settings(cfg, bundle, model, encoded, precision, device, memory_budget)
     return Trial(cfg=cfg, bundle=bundle, model=model, spec=TokenSpec.from_bundle(bundle),
                  transform=transform, vision=vision, precision=precision, device=device, splits=encoded,
-                 categories=categories)
+                 categories=categories, settings=settings)
+
+
+def _fit_settings(cfg: TrialConfig, bundle: ModelBundle, model: nn.Module,
+                  encoded: dict[str, list[EncodedProblem]], precision: Precision, device: torch.device,
+                  memory_budget: int | None) -> RunSettings:
+    """RunSettings for this trial's data and device (a ViT released by the feature cache holds
+    no memory); activation checkpointing switched on the model accordingly."""
+    vit_resident = next(unwrap(model).vision_model.parameters()).device.type != "meta"
+    setup = memory_setup(cfg, bundle, encoded, device, precision.dtype is not None, vit_resident)
+    settings = resolve_settings(cfg, ModelShape.from_config(bundle.model.config),
+                                param_counts(cfg.peft, bundle.family, model), setup, memory_budget)
+    set_activation_checkpointing(model, settings.activation_checkpointing)
+    return settings
 
 
 def evaluate(trial: Trial, split: str) -> tuple[float, ScoreResult]:
     """Accuracy of the current model on a split with the batched, prefix-shared scorer."""
     problems = trial.splits[split]
     result = score_in_batches(trial.model, problems, trial.vision.eval_inputs, trial.spec, trial.precision,
-                              trial.cfg.eval_batch_size)
+                              trial.settings.eval_batch_size)
     return result.accuracy(problems), result
 
 
@@ -134,7 +175,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> tuple[list[float], int]:
+def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
+                scaler: torch.amp.GradScaler | None = None) -> tuple[list[float], int]:
     """One pass over the training split; returns the step losses (stops at a non-finite one)."""
     cfg = trial.cfg
     torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout
@@ -145,11 +187,11 @@ def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> t
     losses, samples = [], 0
     for step_ids in chunks(order, cfg.effective_batch):
         micro = []
-        for ids in chunks(step_ids, cfg.batch_size):
+        for ids in chunks(step_ids, trial.settings.batch_size):
             chunk = [problems[i] for i in ids]
             vision_in = trial.vision.train_inputs(chunk, gen)
             micro.append(collate_train(chunk, vision_in, trial.spec).to(trial.device))
-        result = train_step(trial.model, micro, optimizer, trial.precision)
+        result = train_step(trial.model, micro, optimizer, trial.precision, scaler)
         losses.append(result.loss)
         samples += result.samples
         if not result.finite:
@@ -158,7 +200,8 @@ def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> t
 
 
 def _param_metrics(trial: Trial) -> dict[str, Any]:
-    return count_parameters(trial.model, trial.cfg.peft, trial.spec.family).as_metrics()
+    return {**count_parameters(trial.model, trial.cfg.peft, trial.spec.family).as_metrics(),
+            **trial.settings.metrics()}
 
 
 def should_stop(epochs_since_best: int, epochs_done: int, patience: int, min_epochs: int) -> bool:
@@ -171,9 +214,11 @@ def _fresh_state() -> dict[str, Any]:
 
 
 def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = None,
-              device: torch.device | str = "cpu", trial: Trial | None = None) -> dict[str, Any]:
+              device: torch.device | str = "cpu", trial: Trial | None = None,
+              memory_budget: int | None = None) -> dict[str, Any]:
     """Run (or resume) one trial; returns the last report's metrics."""
-    trial = trial or build_trial(cfg, device)
+    trial = trial or build_trial(cfg, device, memory_budget=memory_budget)
+    scaler = trial.precision.grad_scaler()
     optimizer = make_optimizer(trial.model, cfg.lr, cfg.weight_decay, defaults.recipe_for(cfg.llm).betas)
     state, best = _fresh_state(), trainable_state(trial.model)
     if resume_from is not None:
@@ -184,7 +229,7 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
         return metrics
     predictions = None
     for epoch in range(state["epoch"], cfg.epochs):
-        metrics, stop = _run_epoch(trial, optimizer, epoch, state)
+        metrics, stop = _run_epoch(trial, optimizer, epoch, state, scaler)
         if epoch == 0 and resume_from is None:
             metrics.update(_param_metrics(trial))
         if metrics["diverged"]:
@@ -211,14 +256,14 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
     return metrics
 
 
-def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
-               state: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int, state: dict[str, Any],
+               scaler: torch.amp.GradScaler | None = None) -> tuple[dict[str, Any], bool]:
     """Train + validate one epoch, updating ``state`` in place; returns (metrics, early stop)."""
     cfg = trial.cfg
     lr = lr_at_epoch(cfg.lr, epoch, cfg.epochs)
     set_lr(optimizer, lr)
     start = time.perf_counter()
-    losses, samples = train_epoch(trial, optimizer, epoch)
+    losses, samples = train_epoch(trial, optimizer, epoch, scaler)
     train_time = time.perf_counter() - start
     if state["ref_loss"] is None and losses:
         state["ref_loss"] = losses[0]
@@ -240,6 +285,7 @@ def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
     state["epoch"] = epoch + 1
     stop = should_stop(state["since_best"], epoch + 1, cfg.patience, cfg.min_epochs)
     metrics.update(val_acc=val_acc, best_val_acc=state["best_val_acc"], val_gold_nll=val.gold_nll(),
-                   val_choice_nll=val.choice_nll(), epoch_time_s=time.perf_counter() - start)
+                   val_choice_nll=val.choice_nll(), epoch_time_s=time.perf_counter() - start,
+                   peak_memory_gib=peak_memory_bytes(trial.device) / 2**30)
     metrics.update(trial.vision.metrics())
     return metrics, stop

@@ -11,7 +11,15 @@ code paths for all of them.
 - small-t5 / small-llama: same, tens of millions of parameters, for benchmarks; xlsplit-t5: sized
   so that its ViT : Q-Former : LLM FLOP split per problem is Flan-T5-XL's (benchmarks.vit_cache).
 - flan-t5-xl / vicuna-7b: ``from_pretrained`` from the HF cache or ``model_path``; with
-  ``meta=True`` built from the offline config on the meta device (no weights, no tokenizers).
+  ``meta=True`` built from the offline config on the meta device (no weights, no tokenizers);
+  with ``random_weights=True`` built at full size from the offline config with cheap
+  deterministic random weights and the stand-in tokenizers (trainables.standin_tokenizers),
+  nothing downloaded: the real-size path (batching, step, scoring, checkpoints) without a
+  checkpoint, for memory/speed checks (trainables.random_init).
+
+Dtypes: ``dtype`` is the dtype the weights are stored in. A trial stores the frozen parts in
+its ``weight_dtype`` (bf16 for the real presets) and then upcasts what trains to fp32 masters
+(trainables.step.upcast_trainables).
 """
 from __future__ import annotations
 
@@ -30,6 +38,10 @@ from transformers import (
 from trainables.families import family_for_model_type
 from trainables.real_configs import HF_REPO_IDS, QFORMER, REAL_CONFIGS, VISION
 from trainables.vocab import PRESET_FAMILY, PRESETS, REAL_PRESETS, check_choice
+
+WEIGHT_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16,
+                                         "fp32": torch.float32}
+"""Names of the dtypes frozen weights may be stored in (TrialConfig.weight_dtype)."""
 
 TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tokenizers"
 # CLIP normalisation, used by InstructBLIP's image processor (paper appendix B).
@@ -142,6 +154,33 @@ def model_config(preset: str) -> InstructBlipConfig:
     return _toy_config(preset, load_toy_tokenizers(PRESET_FAMILY[preset])[1])
 
 
+def real_config(preset: str, text_layers: int | None = None) -> InstructBlipConfig:
+    """The offline config of a real preset, optionally with ``text_layers`` LLM layers
+    (T5: encoder and decoder each)."""
+    config = model_config(preset)
+    if text_layers is not None:
+        text = config.text_config
+        for name in ("num_layers", "num_decoder_layers", "num_hidden_layers"):
+            if getattr(text, name, None) is not None:
+                setattr(text, name, text_layers)
+    return config
+
+
+def _check_build_args(preset: str, model_path: str | None, meta: bool, random_weights: bool,
+                      text_layers: int | None) -> None:
+    if model_path is not None and preset not in REAL_PRESETS:
+        raise ValueError(f"model_path is only valid for the real presets "
+                         f"({', '.join(REAL_PRESETS)}), not {preset!r}")
+    if random_weights and (preset not in REAL_PRESETS or model_path is not None or meta):
+        raise ValueError(f"random_weights builds a real preset's architecture without a checkpoint: "
+                         f"it needs a real preset ({', '.join(REAL_PRESETS)}), no model_path and "
+                         f"not meta; got {preset!r}")
+    if text_layers is not None and not (preset in REAL_PRESETS and (meta or random_weights)):
+        raise ValueError("text_layers only applies to meta or random_weights builds of a real preset")
+    if text_layers is not None and text_layers < 1:
+        raise ValueError(f"text_layers must be >= 1, got {text_layers}")
+
+
 def _bundle(model, preset: str, family: str, qtok, ltok) -> ModelBundle:
     cfg = model.config
     return ModelBundle(
@@ -153,6 +192,19 @@ def _bundle(model, preset: str, family: str, qtok, ltok) -> ModelBundle:
 
 def _family_of(config: InstructBlipConfig, source: str) -> str:
     return family_for_model_type(config.text_config.model_type, source).name
+
+
+def untie_lm_head(model: InstructBlipForConditionalGeneration) -> None:
+    """Give a T5 LLM its own LM head, as the real Flan-T5-XL checkpoint has (untied, 65.8 M
+    parameters). transformers 5's T5Config forces ``tie_word_embeddings=True``; loading the real
+    checkpoint unties by itself (two different tensors), an offline build must do it here.
+    The new head lives on the embeddings' device and dtype, uninitialised."""
+    lm = model.language_model
+    if lm.lm_head.weight is not lm.shared.weight:
+        return
+    lm.lm_head.weight = torch.nn.Parameter(torch.empty_like(lm.shared.weight))
+    for owner, prefix in ((model, "language_model."), (lm, "")):
+        getattr(owner, "all_tied_weights_keys", {}).pop(f"{prefix}lm_head.weight", None)
 
 
 def _load_real(preset: str, model_path: str | None, device: str, dtype: torch.dtype) -> ModelBundle:
@@ -178,24 +230,35 @@ def _load_real(preset: str, model_path: str | None, device: str, dtype: torch.dt
 
 
 def build_model(preset: str, *, model_path: str | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32, meta: bool = False, seed: int = 0) -> ModelBundle:
-    """Build the model of ``preset``.
+                dtype: torch.dtype = torch.float32, meta: bool = False, seed: int = 0,
+                random_weights: bool = False, text_layers: int | None = None) -> ModelBundle:
+    """Build the model of ``preset`` with its weights stored in ``dtype``.
 
     Toy presets: random init with ``seed`` (the global RNG is left untouched), offline.
     Real presets: ``meta=True`` builds from the offline config on the meta device with no
-    weights and ``None`` tokenizers (for counting); otherwise loads the checkpoint.
+    weights and ``None`` tokenizers (for counting); ``random_weights=True`` builds them at full
+    size with deterministic random weights from ``seed`` and stand-in tokenizers (no download);
+    otherwise loads the checkpoint. ``text_layers`` (meta / random real builds only) keeps the
+    LLM at full width with fewer layers, for machines whose memory cannot hold all of them.
     """
     check_choice("preset", preset, PRESETS)
     family = PRESET_FAMILY[preset]
-    if model_path is not None and preset not in REAL_PRESETS:
-        raise ValueError(f"model_path is only valid for the real presets "
-                         f"({', '.join(REAL_PRESETS)}), not {preset!r}")
-    if preset in REAL_PRESETS and not meta:
+    _check_build_args(preset, model_path, meta, random_weights, text_layers)
+    if preset in REAL_PRESETS and not (meta or random_weights):
         return _load_real(preset, model_path, str(device), dtype)
     if meta:
         with torch.device("meta"):
-            model = InstructBlipForConditionalGeneration(model_config(preset)).to(dtype)
-        return _bundle(model, preset, family, None, None)
+            model = InstructBlipForConditionalGeneration(real_config(preset, text_layers)
+                                                         if preset in REAL_PRESETS else model_config(preset))
+            if family == "t5" and preset in REAL_PRESETS:
+                untie_lm_head(model)
+        return _bundle(model.to(dtype), preset, family, None, None)
+    if random_weights:
+        from trainables import random_init  # only the real-size random builds need it
+        model = random_init.build_random(real_config(preset, text_layers), device, dtype, seed,
+                                         untie=family == "t5")
+        qformer_tok, llm_tok = random_init.standin_tokenizers(family)
+        return _bundle(model, preset, family, qformer_tok, llm_tok)
     qformer_tok, llm_tok = load_toy_tokenizers(family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -27,7 +27,9 @@ QFORMER: dict[str, Any] = {
     "encoder_hidden_size": 1408,
 }
 
-# Flan-T5-XL: 24+24 layers, d_model 2048, gated-GELU FFN of 5120, untied LM head.
+# Flan-T5-XL: 24+24 layers, d_model 2048, gated-GELU FFN of 5120, untied LM head (transformers 5's
+# T5Config forces tie_word_embeddings=True; presets.untie_lm_head undoes it, as loading the real
+# checkpoint does when it finds two different tensors).
 FLAN_T5_XL_TEXT: dict[str, Any] = {
     "model_type": "t5", "vocab_size": 32128, "d_model": 2048, "d_kv": 64, "d_ff": 5120,
     "num_layers": 24, "num_decoder_layers": 24, "num_heads": 32,
@@ -37,13 +39,16 @@ FLAN_T5_XL_TEXT: dict[str, Any] = {
     "decoder_start_token_id": 0,
 }
 
-# Vicuna-7B (LLaMA-7B): 32 layers, hidden 4096, SwiGLU FFN of 11008; 32000 LLaMA tokens + pad
-# + the "<image>" token added when the checkpoint was updated for transformers' image tokens.
+# Vicuna-7B (LLaMA-7B): 32 layers, hidden 4096, SwiGLU FFN of 11008. The hub checkpoint (config
+# of commit 92cb457, "Update model for latest transformers", unchanged since but for
+# video_token_index) has 32000 LLaMA tokens + "[PAD]"=32000 + "<image>"=32001 (+ "<video>"=32002)
+# and its embedding/LM head resized to 32064 rows (a multiple of 64), so vocab_size is 32064.
 VICUNA_7B_TEXT: dict[str, Any] = {
-    "model_type": "llama", "vocab_size": 32002, "hidden_size": 4096, "intermediate_size": 11008,
-    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+    "model_type": "llama", "vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "head_dim": 128,
     "hidden_act": "silu", "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+    "rope_theta": 10000.0, "tie_word_embeddings": False, "pad_token_id": 32000,
+    "bos_token_id": 0, "eos_token_id": 1,
 }
 
 # preset -> (text config, image token id, num_query_tokens)

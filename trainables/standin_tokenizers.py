@@ -24,7 +24,15 @@ from __future__ import annotations
 import json
 from functools import cache
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import LlamaTokenizer, PreTrainedTokenizerFast
 
 from trainables.tokenizer_build import CORPUS, IMAGE_TOKEN

@@ -26,7 +26,7 @@ class Precision:
     device_type: str
     """``"cuda"`` or ``"cpu"``."""
     dtype: torch.dtype | None
-    """Autocast dtype (bf16) or None."""
+    """Autocast dtype (bf16 or fp16) or None."""
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
@@ -35,21 +35,63 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return "fp32" if self.dtype is None else "bf16"
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 needs loss scaling (its gradients underflow); bf16 and fp32 do not."""
+        return torch.amp.GradScaler(self.device_type) if self.dtype == torch.float16 else None
 
 
-def resolve_precision(setting: str, device: torch.device | str) -> Precision:
-    """"auto": bf16 autocast on a CUDA device that supports it, else fp32."""
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(setting: str, device: torch.device | str, weight_dtype: str = "fp32") -> Precision:
+    """The autocast a trial computes in.
+
+    "auto": weights stored in bf16/fp16 compute in that dtype (a frozen half-precision Linear
+    cannot take fp32 inputs, and the trainable fp32 masters are cast per op by autocast); fp32
+    weights get bf16 autocast on a CUDA device that supports it, else plain fp32.
+    TrialConfig rejects contradictions (fp32 compute with half-precision weights).
+    """
     device_type = torch.device(device).type
     if setting == "fp32":
         return Precision(device_type, None)
-    if setting == "bf16":
-        return Precision(device_type, torch.bfloat16)
+    if setting in _AUTOCAST:
+        return Precision(device_type, _AUTOCAST[setting])
     if setting != "auto":
-        raise ValueError(f"unknown precision {setting!r}; allowed: auto, fp32, bf16")
+        raise ValueError(f"unknown precision {setting!r}; allowed: auto, fp32, bf16, fp16")
+    if weight_dtype in _AUTOCAST:
+        return Precision(device_type, _AUTOCAST[weight_dtype])
     if device_type == "cuda" and torch.cuda.is_bf16_supported():
         return Precision(device_type, torch.bfloat16)
     return Precision(device_type, None)
+
+
+def upcast_trainables(model: nn.Module) -> int:
+    """Keep every trainable tensor as an fp32 master (the frozen ones stay in the storage
+    dtype): AdamW updates of bf16 weights would round away small steps. Returns how many
+    tensors were cast. peft already creates LoRA weights in fp32 (autocast_adapter_dtype)."""
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool) -> None:
+    """Recompute each transformer layer's activations in backward instead of keeping them:
+    gradients reach the Q-Former through the whole frozen LLM in every method, so its
+    activations dominate training memory. Non-reentrant checkpointing (gradients flow although
+    the layer inputs' weights are frozen). Only active in training mode; scoring is unaffected.
+    Not the ViT: it keeps nothing for backward (frozen, no gradient flows into it), while a
+    checkpointed layer would keep its input (~0.45 GB at micro-batch 16 for EVA ViT-g)."""
+    m = unwrap(model)
+    for part in (m.language_model, m.qformer):
+        if on:
+            part.activation_checkpointing_enable({"use_reentrant": False})
+        elif part.is_activation_checkpointing:
+            part.activation_checkpointing_disable()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -111,11 +153,12 @@ class StepResult:
 
 
 def train_step(model: nn.Module, micro_batches: Sequence[TrainBatch], optimizer: torch.optim.Optimizer,
-               precision: Precision) -> StepResult:
+               precision: Precision, scaler: torch.amp.GradScaler | None = None) -> StepResult:
     """One optimizer step accumulated over ``micro_batches`` (the accumulation state).
 
     Each micro-batch's backward uses (its summed NLL) / (target tokens of ALL micro-batches), so
-    the accumulated gradient equals that of one big batch's token-mean loss.
+    the accumulated gradient equals that of one big batch's token-mean loss. ``scaler`` (fp16
+    only, Precision.grad_scaler) scales the loss and skips steps with inf/NaN gradients.
     """
     total_tokens = sum(int((mb.labels != IGNORE).sum()) for mb in micro_batches)
     optimizer.zero_grad(set_to_none=True)
@@ -124,10 +167,13 @@ def train_step(model: nn.Module, micro_batches: Sequence[TrainBatch], optimizer:
         with precision.autocast():
             logits = forward_logits(model, mb)
         loss = token_nll(logits, mb.labels).sum() / total_tokens
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += float(loss.detach())
     finite = math.isfinite(loss_sum)
-    if finite:
+    if finite and scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    elif finite:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss=loss_sum, samples=sum(mb.size for mb in micro_batches), finite=finite)

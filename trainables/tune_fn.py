@@ -4,10 +4,13 @@ Why so thin: all logic lives in trainables.loop (usable without Ray); this wires
 callback to ``ray.tune.report`` with an adapter-only checkpoint attached every epoch, and
 resumes from ``ray.tune.get_checkpoint()`` when Ray restarts the trial (failure, PBT, restore).
 The flat config dict is parsed once into a TrialConfig, so a bad key fails before any training.
-Device: the first CUDA device Ray assigned to the trial, else CPU.
+Device: the GPU Ray assigned to the trial (trainables.runsetup.device_for), else CPU: a trial
+that reserved no GPU never initialises CUDA, although Ray 2.60 leaves GPUs visible to it. Its
+memory budget is its share of that GPU (a fractional --gpus-per-trial gets that fraction).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import torch
 
 from trainables.config import TrialConfig
 from trainables.loop import run_trial
+from trainables.runsetup import device_for, memory_budget
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -27,10 +31,21 @@ def train_trial(config: dict[str, Any]) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device, budget = assigned_device()
     restored = tune.get_checkpoint()
     if restored is None:
-        run_trial(cfg, report=report, device=device)
+        run_trial(cfg, report=report, device=device, memory_budget=budget)
         return
     with restored.as_directory() as path:
-        run_trial(cfg, report=report, resume_from=Path(path), device=device)
+        run_trial(cfg, report=report, resume_from=Path(path), device=device, memory_budget=budget)
+
+
+def assigned_device() -> tuple[torch.device, int | None]:
+    """(device, memory budget in bytes) of this Ray worker: only what Ray assigned it."""
+    import ray
+    device = torch.device(device_for(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")))
+    if device.type != "cuda":
+        return device, None
+    torch.cuda.set_device(device)  # libraries that use "the current device" use this one
+    fraction = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
+    return device, memory_budget(device, fraction)

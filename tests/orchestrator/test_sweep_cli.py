@@ -93,6 +93,14 @@ def test_gpus_per_trial_without_a_gpu(tmp_path, capsys):
     assert "no CUDA GPU" in err
 
 
+def test_a_real_preset_without_gpus_or_cpu_request_is_refused_before_ray(tmp_path, capsys):
+    err = fails(["--space", "smoke", "--llm", "flan-t5-xl=flan-t5-xl", "--random-weights",
+                 "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert "flan-t5-xl would run on CPU with --gpus-per-trial 0" in err and "--cpu" in err
+    assert not (tmp_path / "rr").exists() and not (tmp_path / "m.db").exists()  # nothing written
+    assert "--cpu contradicts" in fails(["--space", "smoke", "--cpu", "--gpus-per-trial", "1"], capsys)
+
+
 def test_a_cluster_address_that_does_not_answer_fails_in_seconds(tmp_path, capsys):
     import socket
     import time

@@ -41,16 +41,31 @@ def test_unknown_key_names_it_and_the_allowed_keys():
     ({"method": "both_lora", "rank": 2, "lr": -1e-3}, "lr must be > 0"),
     ({"method": "both_lora", "rank": 2, "epochs": 0}, "epochs must be >= 1"),
     ({"method": "both_lora", "rank": 2, "epochs": 5, "min_epochs": 6}, "min_epochs"),
-    ({"method": "both_lora", "rank": 2, "precision": "fp16"}, "unknown precision"),
+    ({"method": "both_lora", "rank": 2, "precision": "fp8"}, "unknown precision"),
     ({"method": "both_lora", "rank": 2, "benchmark": "scienceqa"}, "needs data_root"),
     ({"method": "both_lora", "rank": 2, "llm": "tiny-t5", "model_path": "/x"}, "model_path is only valid"),
     ({"method": "both_lora", "rank": 2, "llm": "gpt2"}, "unknown llm"),
     ({"method": "lora", "rank": 2}, "unknown method"),
     ({"method": "both_lora", "rank": 2, "augment": "yes"}, "augment must be"),
+    ({"method": "both_lora", "rank": 2, "weight_dtype": "int8"}, "unknown weight_dtype"),
+    ({"method": "both_lora", "rank": 2, "weight_dtype": "bf16", "precision": "fp32"}, "contradicts weight_dtype"),
+    ({"method": "both_lora", "rank": 2, "weight_dtype": "fp16", "precision": "bf16"}, "contradicts weight_dtype"),
+    ({"method": "both_lora", "rank": 2, "activation_checkpointing": "yes"}, "unknown activation_checkpointing"),
+    ({"method": "both_lora", "rank": 2, "random_weights": True}, "random_weights needs a real preset"),
+    ({"method": "both_lora", "rank": 2, "llm": "flan-t5-xl", "random_weights": True,
+      "model_path": "/x"}, "random_weights needs a real preset"),
+    ({"method": "both_lora", "rank": 2, "random_weights": "yes"}, "random_weights must be"),
 ])
 def test_contradictions_are_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
         TrialConfig.from_dict(bad)
+
+
+def test_weight_dtype_defaults_to_bf16_for_real_presets_and_fp32_for_toys():
+    real = TrialConfig.from_dict({"method": "both_lora", "rank": 2, "llm": "vicuna-7b"})
+    toy = TrialConfig.from_dict({"method": "both_lora", "rank": 2, "llm": "tiny-llama"})
+    assert (real.weight_dtype, toy.weight_dtype) == ("bf16", "fp32")
+    assert real.activation_checkpointing == "auto" and not real.random_weights
 
 
 def test_short_debug_run_clamps_the_default_min_epochs():

@@ -97,7 +97,7 @@ def test_legacy_sentencepiece_would_get_an_extra_boundary_token_from_a_leading_s
 
 @pytest.mark.parametrize("kind", ["sentencepiece llama (Metaspace)", "sentencepiece t5"])
 def test_training_batch_is_prompt_then_target_with_labels_on_the_target(kind, tiny):
-    family, tok, bundle, problem = _encode(kind, tiny)
+    family, _, bundle, problem = _encode(kind, tiny)
     batch = collate_train([problem], torch.zeros(1, 3, 32, 32), TokenSpec.from_bundle(bundle))
     target = list(problem.candidate_ids[1])
     if family == "llama":  # LAVIS: query embeds + BOS-led prompt + target, target[-1] not input

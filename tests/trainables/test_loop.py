@@ -7,8 +7,8 @@ from trainables.config import TrialConfig
 from trainables.loop import run_trial, should_stop
 from trainables.vision_features import METRIC_KEYS
 
-# wall-clock and file bookkeeping; the ViT cache's counters restart with the process
-TIMING = ("samples_per_s", "epoch_time_s", "checkpoint_mb", *METRIC_KEYS)
+# wall-clock, memory and file bookkeeping; the ViT cache's counters restart with the process
+TIMING = ("samples_per_s", "epoch_time_s", "checkpoint_mb", "peak_memory_gib", *METRIC_KEYS)
 
 
 def _cfg(tmp_path_factory, **over):

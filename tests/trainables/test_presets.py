@@ -171,3 +171,54 @@ def test_real_preset_loads_a_checkpoint_directory(tmp_path):
     assert bundle.qformer_tokenizer("red").input_ids == toy.qformer_tokenizer("red").input_ids
     with pytest.raises(ValueError, match=r"holds a t5 LLM but preset 'vicuna-7b' is llama"):
         build_model("vicuna-7b", model_path=str(tmp_path))
+
+
+@pytest.mark.parametrize("preset, total, vocab, image_id", [
+    ("flan-t5-xl", 4_022_969_088, 32128, 32100),  # untied LM head: transformers 5 would tie it
+    ("vicuna-7b", 7_913_726_720, 32064, 32001),   # hub config: embeddings resized to 32064 rows
+])
+def test_real_totals_equal_the_checkpoints(preset, total, vocab, image_id):
+    model = build_model(preset, meta=True).model
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert model.config.text_config.vocab_size == vocab and model.config.image_token_id == image_id
+    lm = model.language_model
+    assert lm.get_output_embeddings().weight is not lm.get_input_embeddings().weight
+
+
+def test_accounting_cli_prints_the_real_total(capsys):
+    from trainables.accounting import main
+    main(["--llm", "flan-t5-xl"])
+    assert capsys.readouterr().out.startswith("flan-t5-xl: 4,022,969,088 parameters")
+
+
+def test_fewer_text_layers_keep_the_full_width():
+    full, short = build_model("vicuna-7b", meta=True).model, build_model("vicuna-7b", meta=True, text_layers=2).model
+    assert short.config.text_config.num_hidden_layers == 2 and len(short.language_model.model.layers) == 2
+    assert short.config.text_config.hidden_size == full.config.text_config.hidden_size == 4096
+    with pytest.raises(ValueError, match="text_layers only applies"):
+        build_model("tiny-llama", text_layers=2)
+
+
+@pytest.mark.parametrize("preset", TINY)
+def test_random_init_is_deterministic_cheap_and_well_formed(preset):
+    """random_init on a toy config (the real presets take the same path at full size)."""
+    from transformers import InstructBlipForConditionalGeneration
+
+    from trainables.random_init import build_random
+    config = model_config(preset)
+    family = "t5" if preset.endswith("t5") else "llama"
+    a = build_random(config, "cpu", torch.bfloat16, seed=3, untie=family == "t5")
+    b = build_random(config, "cpu", torch.bfloat16, seed=3, untie=family == "t5")
+    reference = InstructBlipForConditionalGeneration(config)  # default init computes the buffers
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert pa.dtype == torch.bfloat16 and torch.equal(pa, pb), name
+        if "norm" in name.lower() and name.endswith("weight"):
+            assert bool((pa == 1).all()), name
+        elif name.endswith("bias"):
+            assert bool((pa == 0).all()), name
+        elif pa.numel() > 1000:
+            assert 0.015 < float(pa.float().std()) < 0.025, name
+    for (name, buf), ref in zip(a.named_buffers(), reference.buffers()):
+        assert torch.equal(buf.to(ref.dtype), ref), name
+    if family == "t5":
+        assert a.language_model.lm_head.weight is not a.language_model.shared.weight

@@ -54,7 +54,7 @@ def test_restarted_trial_resumes_from_the_ray_checkpoint(tmp_path, monkeypatch):
     reports, kept = [], tmp_path / "kept"
 
     def record(metrics, checkpoint=None):
-        bookkeeping = ("samples_per_s", "epoch_time_s", "checkpoint_mb", *METRIC_KEYS)
+        bookkeeping = ("samples_per_s", "epoch_time_s", "checkpoint_mb", "peak_memory_gib", *METRIC_KEYS)
         reports.append({k: v for k, v in metrics.items() if k not in bookkeeping})
         if metrics["epoch"] == 1:
             shutil.copytree(checkpoint.path, kept)
