@@ -95,6 +95,8 @@ class Trial:
     """pid -> ScienceQA leaderboard categories (empty for other benchmarks)."""
     settings: RunSettings
     """Micro-batch, scoring batch and checkpointing actually used (fitted to the memory budget)."""
+    scaler: torch.amp.GradScaler | None = None
+    """fp16 loss scaling (Precision.grad_scaler); None for bf16 / fp32."""
 
 
 def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
@@ -129,7 +131,7 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
     settings = _fit_settings(cfg, bundle, model, encoded, precision, device, memory_budget)
     return Trial(cfg=cfg, bundle=bundle, model=model, spec=TokenSpec.from_bundle(bundle),
                  transform=transform, vision=vision, precision=precision, device=device, splits=encoded,
-                 categories=categories, settings=settings)
+                 categories=categories, settings=settings, scaler=precision.grad_scaler())
 
 
 def _fit_settings(cfg: TrialConfig, bundle: ModelBundle, model: nn.Module,
@@ -175,8 +177,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
-                scaler: torch.amp.GradScaler | None = None) -> tuple[list[float], int]:
+def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int) -> tuple[list[float], int]:
     """One pass over the training split; returns the step losses (stops at a non-finite one)."""
     cfg = trial.cfg
     torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout
@@ -191,7 +192,7 @@ def train_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
             chunk = [problems[i] for i in ids]
             vision_in = trial.vision.train_inputs(chunk, gen)
             micro.append(collate_train(chunk, vision_in, trial.spec).to(trial.device))
-        result = train_step(trial.model, micro, optimizer, trial.precision, scaler)
+        result = train_step(trial.model, micro, optimizer, trial.precision, trial.scaler)
         losses.append(result.loss)
         samples += result.samples
         if not result.finite:
@@ -218,7 +219,6 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
               memory_budget: int | None = None) -> dict[str, Any]:
     """Run (or resume) one trial; returns the last report's metrics."""
     trial = trial or build_trial(cfg, device, memory_budget=memory_budget)
-    scaler = trial.precision.grad_scaler()
     optimizer = make_optimizer(trial.model, cfg.lr, cfg.weight_decay, defaults.recipe_for(cfg.llm).betas)
     state, best = _fresh_state(), trainable_state(trial.model)
     if resume_from is not None:
@@ -229,7 +229,7 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
         return metrics
     predictions = None
     for epoch in range(state["epoch"], cfg.epochs):
-        metrics, stop = _run_epoch(trial, optimizer, epoch, state, scaler)
+        metrics, stop = _run_epoch(trial, optimizer, epoch, state)
         if epoch == 0 and resume_from is None:
             metrics.update(_param_metrics(trial))
         if metrics["diverged"]:
@@ -256,14 +256,14 @@ def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = 
     return metrics
 
 
-def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int, state: dict[str, Any],
-               scaler: torch.amp.GradScaler | None = None) -> tuple[dict[str, Any], bool]:
+def _run_epoch(trial: Trial, optimizer: torch.optim.Optimizer, epoch: int,
+               state: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Train + validate one epoch, updating ``state`` in place; returns (metrics, early stop)."""
     cfg = trial.cfg
     lr = lr_at_epoch(cfg.lr, epoch, cfg.epochs)
     set_lr(optimizer, lr)
     start = time.perf_counter()
-    losses, samples = train_epoch(trial, optimizer, epoch, scaler)
+    losses, samples = train_epoch(trial, optimizer, epoch)
     train_time = time.perf_counter() - start
     if state["ref_loss"] is None and losses:
         state["ref_loss"] = losses[0]
