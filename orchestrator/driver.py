@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,19 @@ def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     return 0
 
 
+def check_vit_cache_dirs(trials: list[TrialConfig]) -> None:
+    """A ViT feature cache directory this machine cannot write fails now, not in every trial
+    (each node writes its own subdirectory; this checks the driver's)."""
+    for root in sorted({t.vit_cache_dir for t in trials if t.vit_cache}):
+        try:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+                pass
+        except OSError as err:
+            raise SweepError(f"ViT feature cache directory {root!r} is not writable "
+                             f"({err.strerror or err}); pass another --vit-cache-dir, or --no-vit-cache") from None
+
+
 def load_trainable(spec: str | None) -> Callable:
     """--trainable MODULE:FUNCTION, default orchestrator.tuner.run_cell."""
     if spec is None:
@@ -152,6 +166,7 @@ def run(prepared: Prepared, options: SweepOptions) -> int:
     check_gpus(options.gpus_per_trial, cluster.resolve_address(options.address))  # Ray jobs set RAY_ADDRESS
     trainable = load_trainable(options.trainable)
     prepare_data(prepared.trials)
+    check_vit_cache_dirs(prepared.trials)
     try:
         storage = tn.check_storage(options.storage)
     except ValueError as err:

@@ -75,6 +75,15 @@ def test_conflicting_or_bad_options(extra, needle, capsys):
     assert needle in fails(["--space", "smoke", *extra], capsys)
 
 
+def test_unwritable_vit_cache_dir_fails_before_storage_and_tracking(tmp_path, cache, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    err = fails(["--space", "smoke", "--vit-cache-dir", str(blocker / "sub"), "--cache-dir", cache,
+                 "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], capsys)
+    assert "ViT feature cache directory" in err and str(blocker / "sub") in err
+    assert not (tmp_path / "rr").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 def test_unwritable_storage(tmp_path, cache, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
