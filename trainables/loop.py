@@ -20,6 +20,9 @@ checkpoint keeps the best state and the best epoch's val scores, from which
 ``divergence_factor`` x the first step's loss, see trainables.defaults) ends the trial with a
 report holding ``diverged=True, done=True`` (its val_acc is 0: the model is unusable), and
 ``run_trial`` returns normally.
+
+Vision inputs: every batch gets its images from ``trial.vision`` (trainables.vision_features):
+cached frozen-ViT features for scoring, and for training when augmentation is off, else pixels.
 """
 from __future__ import annotations
 

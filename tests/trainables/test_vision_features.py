@@ -140,3 +140,26 @@ def test_a_trial_reports_the_same_numbers_with_the_cache_on_and_off(tmp_path, au
     assert on[-1]["vit_cache_misses"] == images and on[-1]["vit_cache_hits"] == uses
     again = _trial(tmp_path, vit_cache=True, augment=augment)
     assert again[-1]["vit_cache_misses"] == 0 and again[-1]["vit_cache_hits"] == uses
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cached_features_on_cuda_under_bf16_autocast_score_like_pixels(tmp_path):
+    """Computed on the GPU in the trial's precision, stored on the host, served back to the GPU."""
+    from trainables.step import resolve_precision
+    bundle, model = _lora_model("tiny-t5")
+    model.to("cuda")
+    precision = resolve_precision("auto", "cuda")
+    transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, augment=False)
+    cached = CachedInputs(model, transform, torch.device("cuda"), precision, str(tmp_path), max_bytes=2**30,
+                          train_from_cache=False, batch_size=4)
+    problems = _problems(bundle)
+    cached.prepare(problems)
+    spec = TokenSpec.from_bundle(bundle)
+    pixels = transform(stack_images(problems), train=False).cuda()
+    features = cached.eval_inputs(problems)
+    assert features.is_cuda and features.dim() == 3
+    a = score_candidates(model, problems, pixels, spec, precision)
+    b = score_candidates(model, problems, features, spec, precision)
+    assert a.predictions == b.predictions
+    assert torch.allclose(torch.tensor(sum(a.scores, [])), torch.tensor(sum(b.scores, [])), atol=5e-2)
