@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sweep_overhead import run_sweep, trial_records
-from orchestrator.mlflow_runs import parse_config
+from orchestrator.tracking.mlflow_runs import parse_config
 
 
 def cell(config: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ the project's own code paths, both_lora r4, per problem:
 - ``score``: the batched, prefix-shared scorer (``scoring.candidate_nll``) fed trunk features,
   plus the ViT trunk; the Q-Former part is its forward alone.
 A real preset (flan-t5-xl) runs on fake tensors (shapes only: no weights, no memory) on synthetic
-problems with the planner's IconQA token counts (orchestrator.plan: prompt, Q-Former text and
+problems with the planner's IconQA token counts (orchestrator.driver.plan: prompt, Q-Former text and
 answer tokens; CANDIDATES options per problem); a toy preset runs for real on the benchmark's
 first problems. Ends with one JSON line.
 """
@@ -30,7 +30,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import InstructBlipForConditionalGeneration
 
-from orchestrator import plan
+from orchestrator.driver import plan
 from trainables.batching import EncodedProblem, TokenSpec, TrainBatch, collate_train, encode_examples, stack_images
 from trainables.data.examples import load_examples
 from trainables.data.images import ImageTransform

@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-from orchestrator.options import OptionError, SweepOptions
-from orchestrator.spaces import SPACE_MODULES, SpaceError
+from orchestrator.driver.options import OptionError, SweepOptions
+from orchestrator.driver.spaces import SPACE_MODULES, SpaceError
 from trainables.excerpt import one_line
 
 DESCRIPTION = """\
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning rates tried per divergent cell (default search_spaces.lr_retune)")
     modes.add_argument("--trainable", metavar="MODULE:FUNCTION",
                        help="advanced (tests, experiments): a different Ray Tune function trainable "
-                            "taking the flat trial config (default orchestrator.tuner:run_cell)")
+                            "taking the flat trial config (default orchestrator.driver.tuner:run_cell)")
     return p
 
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         options = SweepOptions.from_namespace(parser.parse_args(argv), argv)
     except OptionError as err:
         parser.error(str(err))
-    from orchestrator import driver  # after parsing: --help and option errors stay instant
+    from orchestrator.driver import run as driver  # after parsing: --help and option errors stay instant
     try:
         prepared = driver.prepare(options)
         if options.dry_run:

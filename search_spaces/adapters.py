@@ -12,7 +12,7 @@ Fixed hyper-parameters: lora_alpha = 8 (the paper's rule "fixed8"; rsLoRA applie
 """
 from trainables.vocab import PAPER_RANKS
 
-# Plain data in the space format of orchestrator.spaces (the same as a YAML space).
+# Plain data in the space format of orchestrator.driver.spaces (the same as a YAML space).
 SPACE = {
     "methods": [{"method": "both_lora", "sublayers": ["all"]},
                 {"method": "qformer_lora", "sublayers": ["all"]}],

@@ -5,5 +5,5 @@ it is the reference the LoRA rows are compared against.
 Nuisance hyper-parameters: the learning rate (None = the paper's 2e-5 / the tiny preset's default).
 Fixed hyper-parameters: the rest of the recipe (trainables.defaults), seed; rank is 0 (no LoRA).
 """
-# Plain data in the space format of orchestrator.spaces (the same as a YAML space).
+# Plain data in the space format of orchestrator.driver.spaces (the same as a YAML space).
 SPACE = {"methods": ["baseline"]}

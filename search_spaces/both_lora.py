@@ -8,5 +8,5 @@ Fixed hyper-parameters: the rest of the recipe (trainables.defaults), LoRA alpha
 """
 from trainables.vocab import PAPER_RANKS
 
-# Plain data in the space format of orchestrator.spaces (the same as a YAML space).
+# Plain data in the space format of orchestrator.driver.spaces (the same as a YAML space).
 SPACE = {"methods": ["both_lora"], "ranks": list(PAPER_RANKS)}

@@ -14,5 +14,5 @@ LLM and benchmark names are the paper's; the sweep CLI maps them to the offline 
 from trainables.methods import METHODS
 from trainables.vocab import PAPER_RANKS
 
-# Plain data in the space format of orchestrator.spaces (the same as a YAML space).
+# Plain data in the space format of orchestrator.driver.spaces (the same as a YAML space).
 SPACE = {"methods": list(METHODS), "ranks": list(PAPER_RANKS)}

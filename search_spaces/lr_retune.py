@@ -11,7 +11,7 @@ Nuisance hyper-parameters: none (the sampler is seeded from the sweep seed).
 Fixed hyper-parameters: the cell (benchmark, LLM, method, sublayer, rank) and the whole rest of
 its recipe, exactly as in the grid trial it re-tunes; retune_of names that cell.
 
-Which cells are divergent is decided by orchestrator.retune (the rule is documented there).
+Which cells are divergent is decided by orchestrator.driver.retune (the rule is documented there).
 """
 from ray import tune
 

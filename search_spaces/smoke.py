@@ -8,7 +8,7 @@ Fixed hyper-parameters: epochs = 2 and a small slice of the data (max_train_exam
 max_eval_examples 24) so that each trial takes seconds; the rest of the recipe from
 trainables.defaults.
 """
-# Plain data in the space format of orchestrator.spaces: explicit cells instead of a grid.
+# Plain data in the space format of orchestrator.driver.spaces: explicit cells instead of a grid.
 SPACE = {
     "cells": [
         {"benchmark": "scienceqa", "llm": "flan-t5-xl", "method": "qformer_lora",

@@ -53,12 +53,13 @@ TARGETS: dict[str, Target] = {
                    "epoch loop, best-state selection and restore, divergence rule"),
     "scoring": Target(("trainables/scoring.py",), ("tests/trainables/test_scoring.py",),
                       "rank classification: candidate NLL, prediction, accuracy"),
-    "schedulers": Target(("orchestrator/schedulers.py",), ("tests/orchestrator/test_schedulers.py",),
+    "schedulers": Target(("orchestrator/driver/schedulers.py",), ("tests/orchestrator/test_schedulers.py",),
                          "grouped ASHA: stop decisions within (benchmark, LLM)"),
-    "retune": Target(("orchestrator/retune.py",), ("tests/orchestrator/test_retune.py",),
+    "retune": Target(("orchestrator/driver/retune.py",), ("tests/orchestrator/test_retune.py",),
                      "divergent-cell rule and retune selection",
                      glue=("retune_cell", "retune_divergent")),
-    "table1": Target(("orchestrator/table1.py", "orchestrator/summary.py", "orchestrator/results.py"),
+    "table1": Target(("orchestrator/results/table1.py", "orchestrator/results/summary.py",
+                      "orchestrator/results/model.py"),
                      ("tests/orchestrator/test_report.py", "tests/orchestrator/test_summary.py",
                       "tests/orchestrator/test_results.py"),
                      "Table 1 cell selection and the results model"),
@@ -132,7 +133,7 @@ def read_statuses(work: Path, target: Target) -> dict[str, str]:
 
 
 def function_of(mutant: str) -> str:
-    """'orchestrator.retune.x_margin__mutmut_3' -> 'margin'; methods -> 'Class.method'."""
+    """'orchestrator.driver.retune.x_margin__mutmut_3' -> 'margin'; methods -> 'Class.method'."""
     head = mutant.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1]
     return head[2:] if head.startswith("x_") else head.lstrip("x").strip("ǁ").replace("ǁ", ".")
 

@@ -44,7 +44,7 @@ MUTANTS = (
            'diverged = not math.isfinite(train_loss) or train_loss > cfg.divergence_factor * state["ref_loss"]',
            "diverged = not math.isfinite(train_loss)  # mutant",
            ("tests/trainables/test_loop_selection.py",)),
-    Mutant("diverged run no longer loses in Table 1", "orchestrator/results.py",
+    Mutant("diverged run no longer loses in Table 1", "orchestrator/results/model.py",
            "usable = trial.status not in (DIVERGED, ERROR)",
            "usable = trial.status != ERROR  # mutant",
            ("tests/orchestrator/test_report.py", "tests/orchestrator/test_results.py")),

@@ -2,7 +2,7 @@
 
 Why here (not in the planner): the trial itself picks its micro-batch / checkpointing /
 scoring batch for the memory Ray gave it (``activation_checkpointing="auto"``), and the
-``--dry-run`` planner (orchestrator.plan) prints the same numbers per GPU type, so both must
+``--dry-run`` planner (orchestrator.driver.plan) prints the same numbers per GPU type, so both must
 use one model. Inputs are the model's shapes (``ModelShape.from_config``), its parameter
 counts (trainables.accounting) and a ``MemorySetup``; nothing is allocated.
 

@@ -1,7 +1,7 @@
 """Fault flows on a head + 2 workers started with plain `ray start` on loopback:
 
 A. storage the workers cannot reach: a third worker whose view of the shared directory is an
-   empty tmpfs (its own mount namespace); orchestrator.cluster.check_storage_shared must name it.
+   empty tmpfs (its own mount namespace); orchestrator.driver.cluster.check_storage_shared must name it.
 B. node loss: a 4-trial sweep (the project's CLI, 4 epochs per trial) runs against the cluster;
    as soon as a trial on worker 127.0.0.2 has checkpointed an epoch, that worker's raylet is
    SIGKILLed. The sweep must still finish every trial, the interrupted ones resuming from their
@@ -39,7 +39,7 @@ def storage_phase(cluster: PlainCluster, shared: Path) -> dict:
     """A: a node that sees another filesystem at the storage path must be named, then removed."""
     import ray
 
-    from orchestrator.cluster import ClusterError, check_storage_shared
+    from orchestrator.driver.cluster import ClusterError, check_storage_shared
     cluster.add_worker(UNSHARED, 6900, num_cpus=0, hide=shared)
     ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
     try:

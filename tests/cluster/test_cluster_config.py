@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cluster import ClusterError, check_cluster_config
+from orchestrator.driver.cluster import ClusterError, check_cluster_config
 
 REPO = Path(__file__).resolve().parents[2]
 AWS = REPO / "cluster.yaml"

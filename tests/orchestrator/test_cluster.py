@@ -1,4 +1,4 @@
-"""orchestrator.cluster: a cluster address that does not answer is a clear error in seconds.
+"""orchestrator.driver.cluster: a cluster address that does not answer is a clear error in seconds.
 (The storage-sharing check needs a multi-node cluster: tests/cluster/test_node_loss.py.)"""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.cluster import ClusterError, check_address, parse_address
+from orchestrator.driver.cluster import ClusterError, check_address, parse_address
 
 
 def free_port(host: str = "127.0.0.9") -> int:
@@ -68,7 +68,7 @@ def test_listening_address_and_local_ray_pass(monkeypatch) -> None:
 def test_waiting_for_gpus_that_never_come_is_a_clear_error_in_bounded_time() -> None:
     import ray
 
-    from orchestrator.cluster import wait_for_gpus
+    from orchestrator.driver.cluster import wait_for_gpus
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
         assert wait_for_gpus(0) == 0  # CPU-only sweeps never wait

@@ -89,7 +89,7 @@ def test_unreachable_tracking_uri_stops_the_sweep_before_training(tmp_path):
 
 def test_report_cli_on_an_unknown_experiment_is_a_clear_error(tracked_sweep, tmp_path):
     url, _ = tracked_sweep
-    done = subprocess.run([sys.executable, "-m", "orchestrator.report", "--experiment", "nope",
+    done = subprocess.run([sys.executable, "-m", "orchestrator.results.report", "--experiment", "nope",
                            "--tracking-uri", url, "--out", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

@@ -1,7 +1,7 @@
 """The MLflow UI shows a finished smoke sweep: its trial runs and the trainable_fraction column.
 
 Headless Chromium (Debian's package, installed by .ci/run) renders the experiment's runs table
-through the view the tracker publishes (orchestrator.tracking.runs_view_url); a screenshot is
+through the view the tracker publishes (orchestrator.tracking.tracker.runs_view_url); a screenshot is
 kept in test-artifacts/ for a person to look at.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from _mlflow_server import REPO, SMOKE_CELLS, mlflow_server, rest, run_smoke_sweep
 
-from orchestrator.tracking import runs_view_url
+from orchestrator.tracking.tracker import runs_view_url
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from orchestrator.plan import build_plan, format_plan, write_plan_json
-from orchestrator.spaces import load_space
+from orchestrator.driver.plan import build_plan, format_plan, write_plan_json
+from orchestrator.driver.spaces import load_space
 
 
 @pytest.fixture(scope="module")

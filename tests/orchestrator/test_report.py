@@ -1,6 +1,6 @@
 """The report reads a sweep back from MLflow: Table 1, Figure 2 and the learning curves.
 
-Runs are written here through MlflowClient in the layout orchestrator.mlflow_runs logs (the
+Runs are written here through MlflowClient in the layout orchestrator.tracking.mlflow_runs logs (the
 contract the report reads), so these tests need no Ray; test_mlflow_server covers the path from
 a real sweep.
 """
@@ -14,9 +14,9 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from orchestrator.figures import Point, accuracy_vs_fraction, pareto_front
-from orchestrator.report import ReportError, figure_points, load_trials, main, write_report
-from orchestrator.table1 import build_table1
+from orchestrator.results.figures import Point, accuracy_vs_fraction, pareto_front
+from orchestrator.results.report import ReportError, figure_points, load_trials, main, write_report
+from orchestrator.results.table1 import build_table1
 from trainables.cell import Cell
 from trainables.methods import PeftSetup
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from orchestrator.results import (
+from orchestrator.driver.tuner import CELL_INDEX
+from orchestrator.results.model import (
     DIVERGED,
     ERROR,
     FINISHED,
@@ -18,7 +19,6 @@ from orchestrator.results import (
     select,
     status_of,
 )
-from orchestrator.tuner import CELL_INDEX
 from trainables.cell import parse_cell_id
 
 CELL = parse_cell_id("synth-iconqa|tiny-t5|qformer_lora/ffn|r2")

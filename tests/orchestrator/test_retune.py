@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.results import DIVERGED, ERROR, FINISHED, STOPPED, TrialResult, outcomes
-from orchestrator.retune import Retune, divergence_reason, find_divergent, margin
+from orchestrator.driver.retune import Retune, divergence_reason, find_divergent, margin
+from orchestrator.results.model import DIVERGED, ERROR, FINISHED, STOPPED, TrialResult, outcomes
 from trainables.config import TrialConfig
 
 

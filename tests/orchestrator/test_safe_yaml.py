@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from orchestrator.safe_yaml import YamlInputError, load_yaml_file, load_yaml_text
+from orchestrator.driver.safe_yaml import YamlInputError, load_yaml_file, load_yaml_text
 
 
 def test_exponent_floats_read_as_numbers_as_in_help():

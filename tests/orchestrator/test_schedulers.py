@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.schedulers import GroupedASHA, asha_defaults, make_scheduler
+from orchestrator.driver.schedulers import GroupedASHA, asha_defaults, make_scheduler
 
 
 @dataclass

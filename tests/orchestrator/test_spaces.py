@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spaces import SpaceError, load_space
-from orchestrator.targets import resolve_targets, trial_configs
+from orchestrator.driver.spaces import SpaceError, load_space
+from orchestrator.driver.targets import resolve_targets, trial_configs
 from trainables.defaults import default_lr
 
 

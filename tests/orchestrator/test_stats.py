@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from orchestrator.stats import (
+from orchestrator.results.stats import (
     binomial_se,
     bootstrap_interval,
     mcnemar_exact,

@@ -1,10 +1,10 @@
 """The end-of-sweep summary: Table 1 shape with the paper's names, marks, best cell per group."""
 from __future__ import annotations
 
-from orchestrator.results import FINISHED, STOPPED, TrialResult
-from orchestrator.summary import best_per_group, format_summary
-from orchestrator.table1 import build_table1, text
-from orchestrator.targets import resolve_targets
+from orchestrator.driver.targets import resolve_targets
+from orchestrator.results.model import FINISHED, STOPPED, TrialResult
+from orchestrator.results.summary import best_per_group, format_summary
+from orchestrator.results.table1 import build_table1, text
 from trainables.cell import Cell
 from trainables.methods import PeftSetup
 

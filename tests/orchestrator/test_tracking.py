@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.mlflow_runs import resolve_config, result_metrics
-from orchestrator.tracking import SweepTracker, TrackingError, resolve_tracking_uri
+from orchestrator.tracking.mlflow_runs import resolve_config, result_metrics
+from orchestrator.tracking.tracker import SweepTracker, TrackingError, resolve_tracking_uri
 from trainables.defaults import default_lr, recipe_for
 
 
@@ -166,7 +166,7 @@ class FakeTrial:
 
 
 def _cell_row(trial_id: str, val: float, lr: float | None = None):
-    from orchestrator.results import FINISHED, TrialResult
+    from orchestrator.results.model import FINISHED, TrialResult
     from trainables.cell import parse_cell_id
     cell = parse_cell_id("synth-scienceqa|tiny-t5|qformer_lora/ffn|r4")
     return TrialResult(cell, FINISHED, best_val_acc=val, test_acc=val, epochs_run=1,
@@ -184,8 +184,8 @@ def _log_trials(t: SweepTracker, trials: list[FakeTrial]) -> dict[str, str]:
 
 
 def test_replaced_by_is_set_only_when_a_retune_wins_and_names_the_best(tmp_path):
-    from orchestrator.driver import record_retunes
-    from orchestrator.retune import Retune
+    from orchestrator.driver.retune import Retune
+    from orchestrator.driver.run import record_retunes
 
     cell = "synth-scienceqa|tiny-t5|qformer_lora/ffn|r4"
     base = {"method": "qformer_lora", "sublayer": "ffn", "rank": 4, "llm": "tiny-t5",

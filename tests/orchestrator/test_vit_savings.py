@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from orchestrator import vit_savings
-from orchestrator.driver import prepare
-from orchestrator.options import SweepOptions
-from orchestrator.plan import build_plan
-from orchestrator.spaces import load_space
+from orchestrator.driver import vit_savings
+from orchestrator.driver.options import SweepOptions
+from orchestrator.driver.plan import build_plan
+from orchestrator.driver.run import prepare
+from orchestrator.driver.spaces import load_space
+from orchestrator.driver.vit_savings import SPLIT_PROBLEMS, CacheSetting, apply, format_savings, uses
 from orchestrator.sweep import build_parser, main
-from orchestrator.vit_savings import SPLIT_PROBLEMS, CacheSetting, apply, format_savings, uses
 
 VIT_G_FLOPS = 2 * 984_759_680 * 257  # ViT-g/14 (EVA, 39 layers), planner's 2 x N x T
 

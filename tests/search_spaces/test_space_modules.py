@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from orchestrator.spaces import SPACE_MODULES, load_space
+from orchestrator.driver.spaces import SPACE_MODULES, load_space
 from trainables.methods import METHODS
 
 

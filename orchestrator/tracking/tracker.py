@@ -3,7 +3,7 @@
 The sweep calls, in order: ``preflight()`` before Ray starts (so an unreachable or read-only
 tracking store costs nothing: no trial has trained yet), ``start()`` (the parent run; a resumed
 sweep reuses its parent), ``callback()`` for the Tuner (one nested child run per trial, see
-``orchestrator.mlflow_runs``), and ``finish(status)``.
+``orchestrator.tracking.mlflow_runs``), and ``finish(status)``.
 
 Tracking URI: an explicit option, else ``MLFLOW_TRACKING_URI``, else an embedded sqlite store
 ``sqlite:///<cwd>/mlflow.db``. Everything goes through an explicit ``MlflowClient``; nothing
@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
-from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger, mark_replaced
+from orchestrator.tracking.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger, mark_replaced
 
 # The runs-table view published on the experiment (MLflow UI "shared view", an experiment tag):
 # the trial runs of the latest sweep, with the columns a comparison needs, best first.
@@ -234,7 +234,7 @@ class SweepTracker:
 
     def mark_replaced(self, cell: str, original_trial_id: str,
                       replacement_trial_id: str | None) -> None:
-        """Record the retune decision on the grid run (orchestrator.mlflow_runs.mark_replaced)."""
+        """Record the retune decision on the grid run (orchestrator.tracking.mlflow_runs.mark_replaced)."""
         if self.parent_run_id is None:
             raise TrackingError("SweepTracker.start() must run before mark_replaced()")
         mark_replaced(self.client, self.experiment_id, self.parent_run_id, cell,

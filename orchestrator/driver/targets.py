@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spaces import PAPER_BENCHMARKS, PAPER_LLMS, Space, SpaceError
+from orchestrator.driver.spaces import PAPER_BENCHMARKS, PAPER_LLMS, Space, SpaceError
 from trainables.config import TrialConfig
 from trainables.excerpt import excerpt
 from trainables.vocab import OFFLINE_STAND_IN

@@ -6,7 +6,7 @@ go through an explicit ``MlflowClient`` (never the fluent, process-global active
 driver may run other things concurrently) and in batches (``log_batch``: one request per
 report) so that tracking stays a small share of a sweep of many short trials.
 
-The tag names below are the contract with ``orchestrator.report``, which reads everything
+The tag names below are the contract with ``orchestrator.results.report``, which reads everything
 back from MLflow.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from orchestrator.results import TrialResult, status_of
+from orchestrator.results.model import TrialResult, status_of
 from trainables.cell import Cell, parse_cell_id
 from trainables.config import TrialConfig
 from trainables.predictions import FILE_NAME as PREDICTIONS_FILE
@@ -128,7 +128,7 @@ def mark_replaced(client: MlflowClient, experiment_id: str, parent_run_id: str, 
                   original_trial_id: str, replacement_trial_id: str | None) -> None:
     """Tag a grid trial's run ``replaced_by`` the retune run that took its place in the table.
 
-    Called once the retunes have results (orchestrator.retune decides which, if any, replaces
+    Called once the retunes have results (orchestrator.driver.retune decides which, if any, replaces
     the cell): a retune that lost leaves the grid run untagged. ``None`` removes a tag an
     earlier pass of a resumed sweep set, so the tag always states the latest decision.
     """

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.results import LEGEND, CellOutcome, TrialResult, marks, outcomes
+from orchestrator.results.model import LEGEND, CellOutcome, TrialResult, marks, outcomes
 from trainables.methods import PeftSetup, row_order
 from trainables.vocab import BENCHMARKS, PRESETS
 

@@ -155,7 +155,7 @@ def outcomes(trials: Sequence[TrialResult]) -> list[CellOutcome]:
 
 def from_tune_result(result: Any) -> TrialResult:
     """A Ray Tune ``Result`` of one trial (grid or retune)."""
-    from orchestrator.tuner import trial_config  # the Ray boundary: the flat dict, parsed once
+    from orchestrator.driver.tuner import trial_config  # the Ray boundary: the flat dict, parsed once
     config = TrialConfig.from_dict(trial_config(result.config))
     metrics = result.metrics or {}
     frame = result.metrics_dataframe

@@ -3,8 +3,8 @@
 Why these numbers: an ASHA-stopped trial never reached its test evaluation, so the cell keeps
 its best-so-far validation accuracy, marked. The validation table is therefore complete for
 every cell and is what "best cell" is chosen by (the paper's model selection); Table 1 shows
-test accuracy where a trial ran to its end. Both tables are ``orchestrator.table1`` over the
-results model (``orchestrator.results``), the same the report draws from MLflow.
+test accuracy where a trial ran to its end. Both tables are ``orchestrator.results.table1`` over the
+results model (``orchestrator.results.model``), the same the report draws from MLflow.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orchestrator.results import LEGEND, MARK_RETUNED, MARK_STOPPED, CellOutcome, TrialResult, outcomes
-from orchestrator.table1 import build_table1, text
+from orchestrator.results.model import LEGEND, MARK_RETUNED, MARK_STOPPED, CellOutcome, TrialResult, outcomes
+from orchestrator.results.table1 import build_table1, text
 
 
 def best_per_group(trials: Sequence[TrialResult]) -> dict[tuple[str, str], CellOutcome]:
@@ -54,7 +54,7 @@ def _best_lines(trials: Sequence[TrialResult], names: Callable[[str], str]) -> l
 def format_summary(trials: Sequence[TrialResult], retunes: Sequence[Any], targets: Any,
                    tracking: str, wall_s: float) -> str:
     """Everything the user needs at the end of a sweep, in one block. ``trials``: the grid's
-    and the retunes' (each cell shows its chosen trial); ``retunes``: orchestrator.retune."""
+    and the retunes' (each cell shows its chosen trial); ``retunes``: orchestrator.driver.retune."""
     names = targets.display_name
     table = build_table1(trials)
     lines = ["", "=" * 30 + " sweep summary " + "=" * 30,

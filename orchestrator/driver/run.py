@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.options import SweepOptions
-from orchestrator.spaces import Space, load_space
-from orchestrator.targets import Targets, resolve_targets, trial_configs
+from orchestrator.driver.options import SweepOptions
+from orchestrator.driver.spaces import Space, load_space
+from orchestrator.driver.targets import Targets, resolve_targets, trial_configs
 from trainables.config import TrialConfig
 
 
@@ -76,7 +76,7 @@ def _with_random_weights(trials: list[TrialConfig]) -> list[TrialConfig]:
 
 def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     """Print the plan at the real model sizes (meta device) and exit; Ray never starts."""
-    from orchestrator import plan, vit_savings
+    from orchestrator.driver import plan, vit_savings
     epochs = {"epochs": options.epochs} if options.epochs is not None else {}
     setting = vit_savings.setting_from_overrides(
         {**prepared.space.overrides, **epochs, **options.vit_cache_overrides()})
@@ -103,9 +103,9 @@ def check_vit_cache_dirs(trials: list[TrialConfig]) -> None:
 
 
 def load_trainable(spec: str | None) -> Callable:
-    """--trainable MODULE:FUNCTION, default orchestrator.tuner.run_cell."""
+    """--trainable MODULE:FUNCTION, default orchestrator.driver.tuner.run_cell."""
     if spec is None:
-        from orchestrator.tuner import run_cell
+        from orchestrator.driver.tuner import run_cell
         return run_cell
     module, _, func = spec.partition(":")
     try:
@@ -156,9 +156,9 @@ def run(prepared: Prepared, options: SweepOptions) -> int:
     MLflow experiment. Checks added here go before prepare_data unless they must write.
     """
     check_real_presets_have_gpus(prepared.trials, options.gpus_per_trial, options.cpu)
-    from orchestrator import cluster
-    from orchestrator import tuner as tn
-    from orchestrator.tracking import SweepTracker, TrackingError
+    from orchestrator.driver import cluster
+    from orchestrator.driver import tuner as tn
+    from orchestrator.tracking.tracker import SweepTracker, TrackingError
     try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
         cluster.check_address(options.address)
     except cluster.ClusterError as err:
@@ -205,10 +205,11 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
                 trainable: Callable, tracker: Any) -> int:
     import ray
 
-    from orchestrator import retune, summary
-    from orchestrator import tuner as tn
-    from orchestrator.results import from_tune_result, outcomes
-    from orchestrator.schedulers import make_scheduler
+    from orchestrator.driver import retune
+    from orchestrator.driver import tuner as tn
+    from orchestrator.driver.schedulers import make_scheduler
+    from orchestrator.results import summary
+    from orchestrator.results.model import from_tune_result, outcomes
     tracker.start()
     settings = tn.TunerSettings(
         storage=storage, cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
@@ -249,21 +250,21 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
 
 def record_retunes(tracker: Any, retunes: list) -> None:
     """Tag each retuned cell's grid run with the retune that replaced it, now that the retunes
-    have results: one that lost (orchestrator.retune.Retune.replaces) leaves it untagged."""
+    have results: one that lost (orchestrator.driver.retune.Retune.replaces) leaves it untagged."""
     for r in retunes:
         best = r.chosen.run_id if r.replaces else None  # run_id: the Tune trial id here
         tracker.mark_replaced(r.original.cell.id, r.original.run_id, best)
 
 
 def write_report_files(name: str, tracker: Any, out_dir: str | None) -> None:
-    """Table 1, Figure 2 and learning curves from MLflow (orchestrator.report); a report that
+    """Table 1, Figure 2 and learning curves from MLflow (orchestrator.results.report); a report that
     cannot be drawn is a warning, not a failed sweep: the runs are all in MLflow."""
-    from orchestrator.report import write_report
+    from orchestrator.results.report import write_report
     try:
         files = write_report(name, tracker.tracking_uri, parent_run_id=tracker.parent_run_id,
                              out_dir=Path(out_dir) if out_dir else None)
     except Exception as err:  # report is a by-product; never lose a finished sweep over it
         print(f"warning: could not write the report ({type(err).__name__}: {err}); rebuild it "
-              f"with python -m orchestrator.report --experiment {name}")
+              f"with python -m orchestrator.results.report --experiment {name}")
         return
     print(f"report (Table 1, Figure 2, learning curves): {files.out_dir}/")

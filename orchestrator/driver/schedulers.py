@@ -27,7 +27,7 @@ from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from orchestrator.spaces import group_of
+from orchestrator.driver.spaces import group_of
 
 SCORE = "rung_score"
 """What each group's ASHA compares: best_val_acc with the training-loss tie-break."""

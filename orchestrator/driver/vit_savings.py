@@ -4,7 +4,7 @@ Why: the cache (trainables.vision_features) only pays where trials see the same 
 a user deciding how to run the grid (and whether to train without augmentation) wants its
 effect in FLOPs and GPU-hours before renting GPUs.
 
-Counted per trial, in orchestrator.plan's conventions (one ViT forward = 2 x N_vit x 257 FLOPs per
+Counted per trial, in orchestrator.driver.plan's conventions (one ViT forward = 2 x N_vit x 257 FLOPs per
 image, N_vit = the ViT weights the tokens pass through; equal to torch's count for ViT-g/14,
 benchmarks.flop_split):
 - uses: images whose ViT features the trial needs, at the recipe's full epoch budget: every

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spaces import Space
+from orchestrator.driver.spaces import Space
 from trainables import defaults
 from trainables.families import Family, family_spec
 from trainables.methods import PAPER_ADAPTER, PAPER_ALPHA
@@ -63,13 +63,13 @@ class PlannedTrial:
     est_gpu_memory_bytes: int
     est_train_flops_per_epoch: int
     vit_flops_per_image: int
-    """One ViT forward (the work the feature cache saves per use; orchestrator.vit_savings)."""
+    """One ViT forward (the work the feature cache saves per use; orchestrator.driver.vit_savings)."""
     vit_trunk_params: int
     """Frozen ViT parameters before post_layernorm (what a trial may release)."""
     adapter: str = PAPER_ADAPTER
     alpha: str = PAPER_ALPHA
     vit_cache_flops_saved: int = 0
-    """ViT FLOPs the feature cache saves this trial (set by orchestrator.vit_savings.apply)."""
+    """ViT FLOPs the feature cache saves this trial (set by orchestrator.driver.vit_savings.apply)."""
     vit_resident: bool = True
     """False: every image comes from the cache, the ViT trunk leaves the GPU (memory excludes it)."""
 
@@ -187,7 +187,7 @@ def format_plan(plan: list[PlannedTrial]) -> str:
     total = sum(t.est_train_flops_per_epoch for t in plan)
     lines.append(f"{len(plan)} trials at real model sizes (meta device, no weights); "
                  f"{total / 1e18:.1f} EFLOP per epoch of all trials together; estimates: see "
-                 f"orchestrator/plan.py")
+                 f"orchestrator/driver/plan.py")
     return "\n".join(lines)
 
 

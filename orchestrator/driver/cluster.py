@@ -197,7 +197,7 @@ def check_cluster_config(path: str) -> dict:
     return prepared
 
 
-if __name__ == "__main__":  # python -m orchestrator.cluster cluster.yaml [...]: check before `ray up`
+if __name__ == "__main__":  # python -m orchestrator.driver.cluster cluster.yaml [...]: check before `ray up`
     import sys
     for config_path in sys.argv[1:]:
         try:

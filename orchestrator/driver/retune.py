@@ -18,7 +18,7 @@ Divergence rule. A cell is divergent when
 
 Each divergent cell gets a Tuner with OptunaSearch (TPE, seeded) over the lr distribution of
 search_spaces.lr_retune plus (grouped) ASHA, trials tagged retune_of=<cell_id>. The best retune
-trial replaces the cell in the final table, marked '*', when orchestrator.results.select picks
+trial replaces the cell in the final table, marked '*', when orchestrator.results.model.select picks
 it over the original (it beats its best validation accuracy, or the original diverged);
 otherwise the original stays and the summary says the retune did not help.
 """
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.results import TrialResult, from_tune_result, select
+from orchestrator.results.model import TrialResult, from_tune_result, select
 from trainables import defaults
 from trainables.config import TrialConfig
 
@@ -133,8 +133,8 @@ def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: 
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator import tuner as tn
-    from orchestrator.schedulers import METRIC, MODE, make_scheduler
+    from orchestrator.driver import tuner as tn
+    from orchestrator.driver.schedulers import METRIC, MODE, make_scheduler
     from search_spaces import lr_retune
     name = retune_name(sweep_name, row.cell.id)
     space = lr_retune.space_for(row.config.to_dict(), row.cell.id, row.config.lr)

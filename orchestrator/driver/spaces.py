@@ -15,7 +15,7 @@ function (``space_from_dict``):
 
 or, instead of the grid keys, an explicit ``cells: [{benchmark, llm, method, sublayer, rank[,
 adapter, alpha]}, ...]``. A space is a list of ``Cell`` (paper names) plus those overrides;
-``orchestrator.targets.trial_configs`` maps the paper's names to what actually runs (the
+``orchestrator.driver.targets.trial_configs`` maps the paper's names to what actually runs (the
 offline stand-ins by default) and validates every trial as a ``TrialConfig``, so nothing
 reaches a trial that it would reject.
 """
@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.safe_yaml import YamlInputError, load_yaml_file
+from orchestrator.driver.safe_yaml import YamlInputError, load_yaml_file
 from trainables.cell import Cell
 from trainables.config import TrialConfig
 from trainables.excerpt import excerpt
 from trainables.methods import ADAPTERS, ALPHA_RULES, METHODS, PAPER_ADAPTER, PAPER_ALPHA, PeftSetup
 
 # Spaces by name: an explicit map (no registry, no import side effects). lr_retune is not a grid:
-# it is the distribution orchestrator.retune searches for divergent cells.
+# it is the distribution orchestrator.driver.retune searches for divergent cells.
 SPACE_MODULES: dict[str, str] = {
     "full_grid": "search_spaces.full_grid",
     "qformer_lora": "search_spaces.qformer_lora",

@@ -3,7 +3,7 @@
 Everything comes from the tracking store (params, metrics, tags of the sweep's runs), so the
 report can be rebuilt any time without Ray or the sweep's files:
 
-    python -m orchestrator.report --experiment NAME [--tracking-uri URI] [--out DIR]
+    python -m orchestrator.results.report --experiment NAME [--tracking-uri URI] [--out DIR]
 
 The files are written to ``--out`` (default ``reports/<experiment>``) and logged as artifacts
 (``report/``) of the sweep's parent run. The sweep calls ``write_report`` when it ends.
@@ -19,11 +19,11 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from orchestrator.figures import Curve, Point, accuracy_vs_fraction, learning_curves
-from orchestrator.mlflow_runs import TAG_PARENT, TAG_ROLE, trial_result
-from orchestrator.results import TrialResult
-from orchestrator.table1 import Table1, build_table1, write_table1
-from orchestrator.tracking import resolve_tracking_uri
+from orchestrator.results.figures import Curve, Point, accuracy_vs_fraction, learning_curves
+from orchestrator.results.model import TrialResult
+from orchestrator.results.table1 import Table1, build_table1, write_table1
+from orchestrator.tracking.mlflow_runs import TAG_PARENT, TAG_ROLE, trial_result
+from orchestrator.tracking.tracker import resolve_tracking_uri
 
 
 class ReportError(RuntimeError):
@@ -144,7 +144,7 @@ def write_report(experiment_name: str, tracking_uri: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.results.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", required=True, help="MLflow experiment (= sweep name)")
     parser.add_argument("--tracking-uri", default=None,

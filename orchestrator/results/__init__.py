@@ -1,0 +1,1 @@
+"""A sweep's results: one results model, Table 1, figures, the console summary, the report."""
