@@ -244,7 +244,8 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
                                 "llm": "tiny-t5", "benchmark": "synth-scienceqa",
                                 "lr": str(default_lr("llm_lora", "tiny-t5")), "epochs": "4",
                                 "batch_size": str(recipe.batch_size),
-                                "grad_accum": str(recipe.grad_accum), "seed": "0"}
+                                "grad_accum": str(recipe.grad_accum), "seed": "0",
+                                "adapter": "lora", "alpha": "fixed8"}
     m = full.data.metrics
     assert m["test_acc"] == pytest.approx(expected_val_acc(configs[1], 4) - 0.01)
     assert m["trainable_fraction"] == pytest.approx(0.0102) and m["lora_params"] == 20
