@@ -8,8 +8,10 @@ TrialConfig dict (what the trial, the tracker and the summary all read) with one
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,14 @@ from trainables.config import TrialConfig
 
 CELL_INDEX = "cell_index"
 """The one key a grid trial's config holds besides TrialConfig's (stripped before training)."""
+LEGACY_MODULES: dict[str, str] = {
+    "orchestrator.tuner": "orchestrator.driver.tuner",
+    "orchestrator.schedulers": "orchestrator.driver.schedulers",
+    "orchestrator.mlflow_runs": "orchestrator.tracking.mlflow_runs",
+}
+"""Where the classes an experiment pickles (the namer, the sample_from picks, the scheduler, the
+tracking callback) lived before orchestrator/ was split into parts: restoring an experiment
+started then unpickles them by these names."""
 EXPERIMENT_STATE_PERIOD_S = "1"
 """Seconds between experiment-state snapshots: a SIGKILLed sweep loses at most ~1 s of it."""
 
@@ -78,6 +88,13 @@ class TrialNamer:
 
     def __init__(self, trials: list[TrialConfig] | None = None) -> None:
         self.trials = trials or []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Tune pickles the namer with the experiment; one pickled before the grid became
+        # TrialConfigs (the sweeps before adapters) holds the flat config dicts as "configs".
+        if "configs" in state:
+            state = {"trials": [TrialConfig.from_dict(trial_config(c)) for c in state["configs"]]}
+        self.__dict__.update(state)
 
     def name(self, trial: Any) -> str:
         c = trial.config
@@ -164,6 +181,12 @@ def build_tuner(trainable: Callable, param_space: dict[str, Any], name: str,
                       tune_config=tune_config, run_config=run_config(name, settings))
 
 
+def alias_legacy_modules() -> None:
+    """Make LEGACY_MODULES importable by their old names (only restoring needs this)."""
+    for old, new in LEGACY_MODULES.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
+
+
 def restore_tuner(trainable: Callable, name: str, settings: TunerSettings) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials stay finished, unfinished ones resume
     from their last checkpoint, errored ones resume too (they get their retries again).
@@ -173,6 +196,7 @@ def restore_tuner(trainable: Callable, name: str, settings: TunerSettings) -> tu
     other config keys (e.g. none for the adapter), which its trials still parse into the same
     cells (trainables.cell: the paper's plain LoRA keeps its id)."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
+    alias_legacy_modules()
     tuner = tune.Tuner.restore(experiment_path(settings.storage, name),
                                trainable=with_resources(cell_trainable(trainable), settings),
                                resume_unfinished=True, resume_errored=True, restart_errored=False)

@@ -1,0 +1,27 @@
+"""Restoring experiments pickled by earlier versions: the namer's old state, the old modules."""
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+
+from orchestrator.driver.tuner import CELL_INDEX, TrialNamer, _Pick, alias_legacy_modules
+
+OLD_CONFIG = {"method": "qformer_lora", "sublayer": "ffn", "rank": 1, "llm": "tiny-t5",
+              "benchmark": "synth-iconqa", "lr": None}  # a round-1 config: no adapter keys
+
+
+def test_a_namer_pickled_with_flat_configs_names_the_same_cells():
+    old = TrialNamer.__new__(TrialNamer)
+    old.__dict__ = {"configs": [OLD_CONFIG]}  # the attribute the namer had before
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.name(SimpleNamespace(config={CELL_INDEX: 0})) == \
+        "synth-iconqa|tiny-t5|qformer_lora/ffn|r1"
+
+
+def test_classes_pickled_under_the_old_module_names_load_after_aliasing():
+    text = pickle.dumps(_Pick([OLD_CONFIG], "rank"), protocol=0)
+    old_text = text.replace(b"orchestrator.driver.tuner", b"orchestrator.tuner")
+    assert old_text != text
+    alias_legacy_modules()
+    pick = pickle.loads(old_text)
+    assert pick({CELL_INDEX: 0}) == 1
