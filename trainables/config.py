@@ -95,6 +95,9 @@ class TrialConfig:
     random_weights: bool = False
     """Real presets only: the full-size architecture with deterministic random weights and
     stand-in tokenizers, no download (real-size memory/speed checks; accuracies meaningless)."""
+    text_layers: int | None = None
+    """random_weights only: the LLM at full width with this many layers (T5: encoder and decoder
+    each), for CPU checks on machines without the memory for all of them. None: all."""
     seed: int = 0
     """Seeds model init, data order, augmentation and dropout."""
     max_train_examples: int | None = None
@@ -214,6 +217,8 @@ class TrialConfig:
         self._check_dtypes()
         if self.benchmark in REAL_BENCHMARKS and self.data_root is None:
             raise ValueError(f"benchmark {self.benchmark!r} needs data_root (the official files)")
+        if self.text_layers is not None and not self.random_weights:
+            raise ValueError("text_layers only applies with random_weights (a checkpoint has its own depth)")
         if self.random_weights and (self.llm not in REAL_PRESETS or self.model_path is not None):
             raise ValueError(f"random_weights needs a real preset ({', '.join(REAL_PRESETS)}) and no "
                              f"model_path, got llm={self.llm!r}")
@@ -234,7 +239,7 @@ class TrialConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.min_epochs > self.epochs:
             raise ValueError(f"min_epochs ({self.min_epochs}) exceeds epochs ({self.epochs})")
-        for name in ("max_train_examples", "max_eval_examples"):
+        for name in ("max_train_examples", "max_eval_examples", "text_layers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
@@ -251,7 +256,7 @@ class TrialConfig:
 
 _INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", "patience",
                "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
-               "max_eval_examples", "num_threads")
+               "max_eval_examples", "num_threads", "text_layers")
 _FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor", "vit_cache_max_gb")
 _STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "benchmark", "data_root", "cache_dir",
                "vit_cache_dir", "precision", "retune_of", "weight_dtype", "activation_checkpointing")

@@ -111,7 +111,8 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
     device = torch.device(device)
     reset_peak_memory(device)
     bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed,
-                         dtype=WEIGHT_DTYPES[cfg.weight_dtype], random_weights=cfg.random_weights)
+                         dtype=WEIGHT_DTYPES[cfg.weight_dtype], random_weights=cfg.random_weights,
+                         text_layers=cfg.text_layers)
     torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
     model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
     upcast_trainables(model)

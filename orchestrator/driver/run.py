@@ -80,7 +80,9 @@ def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     epochs = {"epochs": options.epochs} if options.epochs is not None else {}
     setting = vit_savings.setting_from_overrides(
         {**prepared.space.overrides, **epochs, **options.vit_cache_overrides()})
-    trials = vit_savings.apply(plan.build_plan(prepared.space), setting)
+    memory = {k: v for k, v in (("weight_dtype", options.weight_dtype),
+                                ("activation_checkpointing", options.activation_checkpointing)) if v}
+    trials = vit_savings.apply(plan.build_plan(prepared.space, memory), setting)
     print(plan.format_plan(trials))
     print(vit_savings.format_savings(trials, setting))
     if options.plan_out:

@@ -18,8 +18,9 @@ benchmarks.flop_split):
   down, never the fill.
 - GPU-hours at GPU_PEAK_FLOPS x UTILISATION (one A100's dense bf16 peak at 40% utilisation).
 Memory: a trial that reads every image from the cache (cache on, augmentation off) releases the
-ViT trunk after filling it, so its GPU estimate leaves out the trunk's weights (2 bytes per
-parameter in bf16, ~1.9 GiB for ViT-g); with augmentation on (the paper's recipe) the trunk stays.
+ViT trunk after filling it, so its GPU estimate and fits are recomputed without the trunk's
+weights (orchestrator.driver.plan.with_vit_resident: ~1.9 GiB for ViT-g in bf16); with augmentation on
+(the paper's recipe) the trunk stays.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.driver import plan as plan_mod
 from trainables import defaults
 
 SPLIT_PROBLEMS: dict[str, dict[str, int]] = {
@@ -40,8 +42,6 @@ GPU_PEAK_FLOPS = 312e12
 """A100 dense bf16 peak, FLOP/s."""
 UTILISATION = 0.4
 """Share of the peak a training/scoring step reaches (model FLOPs utilisation)."""
-BYTES_PER_TRUNK_PARAM = 2
-"""bf16 weights."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,13 @@ def apply(plan: Sequence[Any], setting: CacheSetting) -> list[Any]:
     """The plan's trials with ``vit_cache_flops_saved`` and, where the trunk is released, the GPU
     memory without it (module docstring)."""
     if not setting.enabled:
-        return [dataclasses.replace(t, vit_cache_flops_saved=0, vit_resident=True) for t in plan]
+        return [dataclasses.replace(plan_mod.with_vit_resident(t, True), vit_cache_flops_saved=0) for t in plan]
     groups, out = _groups(plan), []
     for trial in plan:
         epochs, augment = _resolved(trial, setting)
         saved = _saved(trial, epochs, augment, groups[(trial.llm, trial.benchmark)])
-        memory = trial.est_gpu_memory_bytes - (0 if augment else BYTES_PER_TRUNK_PARAM * trial.vit_trunk_params)
-        out.append(dataclasses.replace(trial, vit_cache_flops_saved=int(saved), vit_resident=augment,
-                                       est_gpu_memory_bytes=int(memory)))
+        refit = plan_mod.with_vit_resident(trial, augment)  # memory and fits without the trunk
+        out.append(dataclasses.replace(refit, vit_cache_flops_saved=int(saved)))
     return out
 
 

@@ -1,0 +1,62 @@
+"""benchmarks.real_size_step and benchmarks.gpu_check, shape and flow on CPU with a toy preset
+(their real-size figures come from running them: CPU for the first, one GPU for the second)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import gpu_check, real_size_step
+from trainables.methods import PeftSetup
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    config = real_size_step.child_config("tiny-t5", PeftSetup("both_lora", "all", 8), 2,
+                                         str(tmp_path_factory.mktemp("prep")), None, "auto")
+    return real_size_step.measure(config, "cpu", steps=2)
+
+
+def test_a_measurement_has_peak_plan_speed_and_flops(measured):
+    r = measured
+    assert r["batch"] == 2 and len(r["losses"]) == 2 and all(loss > 0 for loss in r["losses"])
+    assert r["peak_bytes"] > 0 and r["est_peak_bytes"] > 0 and 0.5 < r["peak_bytes"] / r["est_peak_bytes"] < 1.5
+    assert r["step_s"] > 0 and r["samples_per_s"] == pytest.approx(2 / r["step_s"])
+    assert r["flops_per_step"] > 0 and r["gpu_name"] is None and real_size_step.mfu(r) is None
+
+
+def test_the_json_line_puts_ratios_first(measured):
+    line = real_size_step.summary([measured])
+    keys = list(line)
+    assert keys[0] == "peak_over_plan:tiny-t5|both_lora/all|r8"
+    assert line["step_s:tiny-t5|both_lora/all|r8"] > 0 and line["device"] == "cpu"
+    assert "ratio" in real_size_step.table([measured]).splitlines()[0]
+
+
+def test_mfu_uses_the_devices_bf16_peak(measured):
+    on_gpu = {**measured, "gpu_name": "NVIDIA H200", "flops_per_step": 989e12, "step_s": 2.0}
+    assert real_size_step.mfu(on_gpu) == pytest.approx(0.5)
+
+
+def test_vicuna_keeps_full_width_and_as_many_layers_as_the_budget_allows():
+    peft = PeftSetup("both_lora", "all", 8)
+    assert real_size_step.max_text_layers("vicuna-7b", peft, 200 * 2**30, 2) is None  # all fit
+    layers = real_size_step.max_text_layers("vicuna-7b", peft, 12 * 2**30, 2)
+    assert layers is not None and 4 <= layers < 32
+
+
+def test_gpu_check_scoring_speedup_flow_on_cpu(tmp_path):
+    config = real_size_step.child_config("tiny-llama", PeftSetup("both_lora", "all", 8), 4,
+                                         str(tmp_path / "prep"), None, "auto")
+    s = gpu_check.scoring_speedup(config, "cpu")
+    assert s["same_predictions"] and s["speedup"] > 0 and s["candidates"] >= gpu_check.SCORING_PROBLEMS * 2
+
+
+def test_gpu_check_line_and_refusal_without_cuda(measured, capsys):
+    line = gpu_check.summary({"steps": [measured], "scoring": [{"llm": "tiny-t5", "speedup": 3.0}],
+                              "skipped": ["vicuna-7b scoring"], "wall_s": 12.0})
+    assert list(line)[:2] == ["peak_over_plan:tiny-t5|both_lora/all|r8", "scoring_speedup:tiny-t5"]
+    assert line["setting:tiny-t5|both_lora/all|r8"].startswith("2x8") and line["skipped"] == ["vicuna-7b scoring"]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            gpu_check.main(["--device", "cuda"])
+        assert "no CUDA device here" in capsys.readouterr().err
