@@ -1,8 +1,31 @@
-"""Shared test fixtures: one CPU thread (the machine is shared) and a tiny-model batch builder."""
+"""Shared test fixtures: one CPU thread (the machine is shared), a tiny-model batch builder, and
+the real data sample beside the checkout."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
+
+SHARED_DATA_ENV = "INSTRUCTBLIP_SHARED_DATA"
+"""Overrides where the real data sample lies (default: ../shared/data beside the checkout)."""
+
+
+def shared_data_dir() -> Path:
+    """The real data sample: $INSTRUCTBLIP_SHARED_DATA, else shared/data beside the checkout.
+    Tests that need it skip when it is absent; none hard-codes a machine's path."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared() -> Path:
+    """The real data sample (skips the test when it is absent)."""
+    root = shared_data_dir()
+    if not (root / "scienceqa" / "problems.json").is_file():
+        pytest.skip(f"real data sample not present at {root} (set {SHARED_DATA_ENV})")
+    return root
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -94,7 +94,9 @@ def test_cluster_local_yaml_validates_with_the_local_provider() -> None:
 def test_broken_variant_is_rejected_naming_file_key_and_problem() -> None:
     with pytest.raises(ClusterError) as err:
         check_cluster_config(str(BROKEN))
-    assert str(err.value) == f"{BROKEN}: available_node_types.gpu_a10g: 'resources' is a required property"
+    # ours: the file and where in it; the wording of the problem is Ray's schema validator's
+    assert str(err.value).startswith(f"{BROKEN}: available_node_types.gpu_a10g: ")
+    assert "'resources'" in str(err.value)
 
 
 def mutate(tmp_path: Path, change) -> str:
@@ -105,20 +107,24 @@ def mutate(tmp_path: Path, change) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c.update(max_worker=3),
-     "<top level>: Additional properties are not allowed ('max_worker' was unexpected)"),
-    (lambda c: c.update(head_node_type="head"), "`head_node_type` must be one of `available_node_types`."),
-    (lambda c: c["available_node_types"]["gpu_a10g"].update(min_workers=20),
-     "The specified global `max_workers` is smaller than the sum of `min_workers` of all the available node types."),
+@pytest.mark.parametrize("change, where, key", [
+    (lambda c: c.update(max_worker=3), "<top level>", "max_worker"),
+    (lambda c: c.update(head_node_type="head"), None, "head_node_type"),
+    (lambda c: c["available_node_types"]["gpu_a10g"].update(min_workers=20), None, "min_workers"),
     (lambda c: c["available_node_types"]["gpu_a10g"]["resources"].update(GPU="one"),
-     "available_node_types.gpu_a10g.resources.GPU: 'one' is not of type 'integer'"),
+     "available_node_types.gpu_a10g.resources.GPU", "'one'"),
 ])
-def test_mistakes_in_cluster_yaml_are_rejected(tmp_path: Path, change, message: str) -> None:
+def test_mistakes_in_cluster_yaml_are_rejected(tmp_path: Path, change, where, key) -> None:
+    """One error naming the file, where in it (when the validator says), and the culprit key or
+    value; the rest of the message is Ray's wording, which may change between releases."""
     path = mutate(tmp_path, change)
     with pytest.raises(ClusterError) as err:
         check_cluster_config(path)
-    assert str(err.value) == f"{path}: {message}"
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert key in message
+    if where is not None:
+        assert message.startswith(f"{path}: {where}: ")
 
 
 def test_unreadable_or_foreign_yaml_is_rejected(tmp_path: Path) -> None:

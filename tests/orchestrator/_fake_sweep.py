@@ -7,9 +7,7 @@ know which trial must come out best.
 """
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +29,32 @@ def expected_val_acc(config: dict[str, Any], epoch: int) -> float:
 
 
 def make_trainable():
-    """The function trainable Ray Tune runs."""
+    """The function trainable Ray Tune runs; its reports are built by fake_trainable, which
+    holds them to the real loop's shape."""
+    from fake_trainable import diverged_report, epoch_report, final_report, param_report, report
 
     def fake_trial(config: dict[str, Any]) -> None:
         stop_at = config.get("fake_stop_at") or config["epochs"]
         marker = config.get("fake_fail_once")  # a path: fail at epoch 2 the first time
-        trainable = 1000 + 10 * config["rank"]
-        best = 0.0
+        best, best_epoch = 0.0, 0
         for epoch in range(1, stop_at + 1):
+            if config.get("fake_diverge") and epoch >= 2:
+                report(diverged_report(epoch, best=best, lr=0.01 / epoch, seconds=0.01), None)
+                return
             val = expected_val_acc(config, epoch)
-            best = max(best, val)
-            diverged = bool(config.get("fake_diverge")) and epoch >= 2
-            metrics: dict[str, Any] = {
-                "epoch": epoch, "train_loss": float("inf") if diverged else 1.0 / epoch,
-                "val_acc": val, "best_val_acc": best, "lr": 0.01 / epoch,
-                "samples_per_s": 100.0 + epoch, "epoch_time_s": 0.01, "diverged": diverged}
+            if val > best:
+                best, best_epoch = val, epoch
+            metrics = epoch_report(epoch, train_loss=1.0 / epoch, val=val, best=best,
+                                   lr=0.01 / epoch, seconds=0.01)
             if epoch == 1:
-                metrics.update(trainable_params=trainable, total_params=100_000,
-                               trainable_fraction=trainable / 100_000,
-                               fraction_of_baseline=trainable / 1000,
-                               lora_params={"qformer": 10 * config["rank"], "llm": 0})
+                rank = config["rank"]
+                metrics.update(param_report(1000 + 10 * rank, 100_000, 10 * rank, 0))
             if epoch == config["epochs"]:
-                metrics.update(test_acc=best - 0.01, best_epoch=epoch, done=True)
+                metrics.update(final_report(config["benchmark"], best - 0.01, best_epoch))
             if marker and epoch == 2 and not Path(marker).exists():
                 Path(marker).write_text("failed once")
                 raise RuntimeError("fake failure to exercise resume")
-            with tempfile.TemporaryDirectory() as tmp:
-                Path(tmp, "adapter_config.json").write_text(json.dumps({"epoch": epoch}))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-            if diverged:
-                return
+            report(metrics, {"epoch": epoch})
 
     return fake_trial
 
@@ -72,8 +66,10 @@ def run_fake_sweep(configs: list[dict[str, Any]], callback: tune.Callback,
     Trial configs stay flat (as the real sweep's are): a grid over the index, every key drawn
     from the indexed config.
     """
-    # Ray workers cannot import this test module: ship it by value.
+    # Ray workers cannot import these test modules: ship them by value.
+    import fake_trainable
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(fake_trainable)
     keys = sorted({k for c in configs for k in c})
     space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(configs))))}
     for key in keys:

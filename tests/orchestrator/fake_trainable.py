@@ -1,8 +1,9 @@
 """A fast stand-in for trainables.tune_fn.train_trial, for orchestration tests.
 
 It parses the config exactly as a real trial does (TrialConfig.from_dict: unknown keys fail),
-reports the documented keys each epoch (docs/ARCHITECTURE.md "Reports a trial makes"), keeps a
-checkpoint per epoch and resumes from one, but trains nothing: accuracy follows from the config,
+makes exactly the reports trainables.loop makes (same keys and types per kind of report: first,
+later, final, diverged; test_fake_trainable.py holds it to that), keeps a checkpoint per epoch
+and resumes from one, but trains nothing: accuracy follows from the config,
 so tests know the answer. One cell diverges at its default lr (qformer_lora/ffn at rank 4) and
 recovers below it, which exercises the retune phase. FAKE_TRIAL_SLEEP_S slows epochs down;
 FAKE_TRIAL_LOG (a file) gets one line per trial start and per trial end, so tests can tell
@@ -22,6 +23,7 @@ from ray import tune
 
 from trainables.config import TrialConfig
 from trainables.defaults import default_lr
+from trainables.vision_features import METRIC_KEYS as VIT_CACHE_KEYS
 
 BONUS = {"baseline": 0.0, "qformer_lora": 0.05, "llm_lora": 0.1, "both_lora": 0.08}
 GROUP_BASE = {"synth-scienceqa": 0.5, "synth-iconqa": 0.2}
@@ -39,32 +41,85 @@ def val_acc(cfg: TrialConfig, epoch: int) -> float:
     return round(base + BONUS[cfg.method] + 0.01 * cfg.rank + 0.03 * min(epoch, 4), 4)
 
 
+CATEGORIES = {"synth-scienceqa": ("IMG", "TXT")}
+"""test_acc/<category> keys the real loop reports per benchmark (the synth ScienceQA stand-in's
+context categories; IconQA has none)."""
+
+
+def epoch_report(epoch: int, *, train_loss: float, val: float, best: float, lr: float,
+                 seconds: float) -> dict[str, Any]:
+    """The keys every non-diverged epoch report of trainables.loop carries."""
+    return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_s": 100.0,
+            "diverged": False, "val_acc": val, "best_val_acc": best,
+            "val_gold_nll": round(2.0 - val, 4), "val_choice_nll": round(1.0 - val, 4),
+            "epoch_time_s": seconds, **dict.fromkeys(VIT_CACHE_KEYS, 0.0)}
+
+
+def param_report(trainable: int, total: int, lora_qformer: int, lora_llm: int) -> dict[str, Any]:
+    """The parameter accounting the first report adds (ParamReport.as_metrics's keys)."""
+    return {"trainable_params": trainable, "total_params": total,
+            "trainable_fraction": trainable / total, "fraction_of_baseline": trainable / 1000,
+            "qformer_trainable_fraction": lora_qformer / total,
+            "lora_params": lora_qformer + lora_llm, "lora_params_qformer": lora_qformer,
+            "lora_params_llm": lora_llm}
+
+
+def final_report(benchmark: str, test_acc: float, best_epoch: int) -> dict[str, Any]:
+    """What the last report of a trial that ran to its end adds."""
+    return {"test_acc": test_acc, "test_gold_nll": round(2.0 - test_acc, 4),
+            "test_choice_nll": round(1.0 - test_acc, 4),
+            **{f"test_acc/{c}": test_acc for c in CATEGORIES.get(benchmark, ())},
+            "best_epoch": best_epoch, "done": True}
+
+
+def diverged_report(epoch: int, *, best: float, lr: float, seconds: float) -> dict[str, Any]:
+    """The one report of the epoch a trial diverged in (it carries no checkpoint)."""
+    return {"epoch": epoch, "train_loss": float("nan"), "lr": lr, "samples_per_s": 100.0,
+            "diverged": True, "val_acc": 0.0, "best_val_acc": max(best, 0.0),
+            "epoch_time_s": seconds, "done": True}
+
+
+def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    """tune.report with a checkpoint holding ``state`` (None: no checkpoint, as on divergence);
+    checkpoint_mb is added exactly when a checkpoint is, as the real loop does."""
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "state.json").write_text(json.dumps(state))
+        metrics["checkpoint_mb"] = 0.001
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
 def fake_trial(config: dict[str, Any]) -> None:
     cfg = TrialConfig.from_dict(config)
     sleep = float(os.environ.get("FAKE_TRIAL_SLEEP_S", "0"))
-    start, best = 1, 0.0
+    start, best, best_epoch = 1, 0.0, 0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = json.loads(Path(d, "state.json").read_text())
-        start, best = state["epoch"] + 1, state["best"]
+        if state.get("final"):  # a finished trial restored: re-report, train nothing (as the loop)
+            tune.report(state["final"])
+            return
+        start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
     log(f"start {cfg.cell_id} epoch={start}")
     for epoch in range(start, cfg.epochs + 1):
         time.sleep(sleep)
-        div = diverges(cfg) and epoch >= 2
+        if diverges(cfg) and epoch >= 2:
+            log(f"end {cfg.cell_id}")
+            report(diverged_report(epoch, best=best, lr=cfg.lr, seconds=sleep), None)
+            return
         acc = 0.1 if diverges(cfg) else val_acc(cfg, epoch)
-        best = max(best, acc)
-        metrics: dict[str, Any] = {
-            "epoch": epoch, "train_loss": float("nan") if div else 1.0 / epoch, "val_acc": acc,
-            "best_val_acc": best, "lr": cfg.lr, "samples_per_s": 100.0, "epoch_time_s": sleep,
-            "diverged": div}
-        if epoch == 1:
-            metrics.update(trainable_params=1000 + cfg.rank, total_params=10_000,
-                           trainable_fraction=0.1, fraction_of_baseline=1.0,
-                           lora_params={"qformer": cfg.rank, "llm": 0})
-        last = div or epoch == cfg.epochs
+        if acc > best:
+            best, best_epoch = acc, epoch
+        metrics = epoch_report(epoch, train_loss=1.0 / epoch, val=acc, best=best, lr=cfg.lr,
+                               seconds=sleep)
+        if epoch == 1 and start == 1:
+            metrics.update(param_report(1000 + cfg.rank, 10_000, cfg.rank, 0))
+        last = epoch == cfg.epochs
         if last:
-            metrics.update(test_acc=None if div else best - 0.01, best_epoch=epoch, done=True)
+            metrics.update(final_report(cfg.benchmark, best - 0.01, best_epoch))
         fail_dir = os.environ.get("FAKE_TRIAL_FAIL_ONCE")
         marker = Path(fail_dir or ".", cfg.cell_id.replace("|", "_").replace("/", "_"))
         if fail_dir and epoch == 2 and not marker.exists():
@@ -72,9 +127,8 @@ def fake_trial(config: dict[str, Any]) -> None:
             raise RuntimeError(f"planted failure of {cfg.cell_id} at epoch 2")
         if last:  # before the final report: Tune may end the trial as soon as it arrives
             log(f"end {cfg.cell_id}")
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "state.json").write_text(json.dumps({"epoch": epoch, "best": best}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        report(metrics, {"epoch": epoch, "best": best, "best_epoch": best_epoch,
+                         "final": dict(metrics) if last else None})
         if last:
             return
 

@@ -23,6 +23,8 @@ N_TRIALS = 6
 def command(tmp_path: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "orchestrator.sweep", "--space", str(tmp_path / "resume.yaml"),
             "--scheduler", "fifo", "--no-retune", "--storage", str(tmp_path / "rr"),
+            # pinned: the kill must land while some trials are unfinished, whatever the core count
+            "--max-concurrent", "2",
             "--cache-dir", str(tmp_path / "cache"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
             "--report-dir", str(tmp_path / "report"), "--trainable", FAKE, *extra]
 

@@ -1,11 +1,15 @@
 """The divergence rule and how retunes replace cells."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from orchestrator.driver.retune import Retune, divergence_reason, find_divergent, margin
+from orchestrator.driver import retune
+from orchestrator.driver.retune import Retune, divergence_reason, find_divergent, margin, retune_name, val_size
 from orchestrator.results.model import DIVERGED, ERROR, FINISHED, STOPPED, TrialResult, outcomes
 from trainables.config import TrialConfig
+from trainables.defaults import default_lr
 
 
 def row(rank, accs, *, method="qformer_lora", diverged=False, error=None, stopped=False,
@@ -13,7 +17,7 @@ def row(rank, accs, *, method="qformer_lora", diverged=False, error=None, stoppe
     config = TrialConfig.from_dict({
         "benchmark": bench, "llm": "tiny-t5", "method": method,
         "sublayer": "ffn" if method != "baseline" else "none", "rank": rank, "lr": lr,
-        "max_eval_examples": max_eval, "data_root": "/d" if bench == "scienceqa" else None,
+        "max_eval_examples": max_eval, "data_root": "never-read" if bench in ("scienceqa", "iconqa") else None,
         "retune_of": retune_of, "adapter": adapter})
     history = tuple((e, max(accs[:e])) for e in range(1, len(accs) + 1))
     status = ERROR if error else DIVERGED if diverged else STOPPED if stopped else FINISHED
@@ -79,3 +83,55 @@ def test_best_retune_replaces_the_cell_only_when_better():
     assert not worse.replaces and "kept" in worse.describe()
     tie = Retune(original=row(4, [0.8]), reason="gap", trials=[row(4, [0.8], retune_of=cell)])
     assert not tie.replaces  # a retune must beat the grid trial
+
+
+def test_validation_size_is_the_benchmarks_capped_by_max_eval_examples():
+    def size(bench: str, cap: int | None = None) -> int:
+        return val_size(row(1, [0.5], bench=bench, max_eval=cap).config)
+
+    assert size("scienceqa") == 2097  # paper appendix B
+    assert size("iconqa") == 6316
+    assert size("iconqa", 500) == 500
+    assert size("scienceqa", 5000) == 2097
+    assert size("synth-iconqa") == 96  # the synth stand-ins' val split
+
+
+def test_margin_clamps_the_accuracy_and_guards_tiny_validation_sets():
+    assert margin(1.5, 48) == 0.10 and margin(-0.2, 48) == 0.10  # p clamped to [0, 1]: no noise
+    assert margin(0.5, 1) == pytest.approx(1.5)  # 3 * sqrt(0.25 / 1)
+    assert margin(0.5, 0) == pytest.approx(1.5)  # n_val 0 is read as 1, not a division by zero
+
+
+def test_a_gap_exactly_at_the_margin_is_not_divergence(monkeypatch):
+    monkeypatch.setattr(retune, "MIN_GAP", 0.125)  # exact in binary, as is 0.75 - 0.625
+    rows = [row(1, [0.75], bench="scienceqa"), row(2, [0.625], bench="scienceqa")]
+    assert divergence_reason(rows[1], rows) is None
+    rows[1] = row(2, [0.624], bench="scienceqa")
+    assert "trails rank 1's 0.750 by more than 0.125" in divergence_reason(rows[1], rows)
+
+
+def test_siblings_without_a_value_at_the_epoch_are_skipped_not_the_end():
+    late = dataclasses.replace(row(1, [0.9, 0.9]), history=((2, 0.9),))
+    rows = [late, row(2, [0.9, 0.9]), row(4, [0.3])]  # at epoch 1 rank 1 has no value yet
+    assert divergence_reason(rows[2], rows).startswith("best val 0.300 at epoch 1 trails rank 2's")
+
+
+def test_describe_says_what_was_tried_and_what_won():
+    orig = row(4, [0.3, 0.3], diverged=True)
+    rt = Retune(original=orig, reason="trial reported diverged",
+                trials=[row(4, [0.5, 0.6], lr=1e-4), row(4, [0.5, 0.7], lr=3e-4)])
+    lr = default_lr("qformer_lora", "tiny-t5")
+    assert rt.describe() == (f"synth-scienceqa|tiny-t5|qformer_lora/ffn|r4: trial reported diverged; "
+                             f"2 lrs tried; best lr 0.0003: val 70.0 (was 30.0 at lr {lr:.3g})")
+    silent = Retune(original=row(4, [], diverged=True, stopped=True), reason="trial reported diverged",
+                    trials=[row(4, [0.5], lr=1e-4)])  # diverged before its first validation
+    assert silent.describe().endswith(f"best lr 0.0001: val 50.0 (was 0.0 at lr {lr:.3g})")
+    kept = Retune(original=row(4, [0.8]), reason="gap", trials=[row(4, [0.2], lr=1e-5)])
+    assert kept.describe() == ("synth-scienceqa|tiny-t5|qformer_lora/ffn|r4: gap; 1 lrs tried; "
+                               "no retune trial beat the original (kept)")
+
+
+def test_retune_name_is_the_sweep_name_and_a_path_safe_cell_id():
+    assert retune_name("sweep-A", "synth-scienceqa|tiny-t5|qformer_lora/ffn|r4") == \
+        "sweep-A-retune-synth-scienceqa_tiny-t5_qformer_lora_ffn_r4"
+    assert retune_name("s", "Bench|LLM.v2|m/s|r1") == "s-retune-Bench_LLM.v2_m_s_r1"

@@ -36,10 +36,8 @@ def fails(argv: list[str], capsys) -> str:
 
 def test_help_explains_every_option():
     text = build_parser().format_help()
-    for action in build_parser()._actions:
-        for opt in action.option_strings:
-            assert opt in text
-        assert action.help, action.option_strings
+    undocumented = [a.option_strings for a in build_parser()._actions if not (a.help or "").strip()]
+    assert undocumented == []
     assert "tiny-t5" in text and "synth-scienceqa" in text  # the offline default is explained
 
 
@@ -148,13 +146,13 @@ def test_corrupt_data_fails_before_storage_cache_or_tracking_are_touched(tmp_pat
     """A data error in the second benchmark: exit 2 naming pid and field, and no storage dir,
     no cache dir (not even the first, valid benchmark's), no MLflow store or experiment."""
     import shutil
-
-    from tests.trainables.data.conftest import ASSETS, edit_json
-    data = tmp_path / "sqa"
-    shutil.copytree(ASSETS / "scienceqa", data)
+    data = tmp_path / "sqa"  # the shipped ScienceQA sample, pid 42's answer out of range
+    shutil.copytree(REPO / "trainables" / "assets" / "data" / "scienceqa", data)
     for p in [data, *data.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
-    edit_json(data / "problems.json", lambda d: d["42"].update(answer=5))
+    problems = json.loads((data / "problems.json").read_text())
+    problems["42"]["answer"] = 5
+    (data / "problems.json").write_text(json.dumps(problems))
     space = tmp_path / "two.yaml"  # the synth iconqa stand-in first: valid, prepared if anything is
     space.write_text("methods: [baseline]\nllms: [flan-t5-xl]\nbenchmarks: [iconqa, scienceqa]\n")
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -180,7 +178,9 @@ def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
     return subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args,
                            "--storage", str(tmp_path / "rr"), "--cache-dir", str(tmp_path / "cache"),
                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--trainable", FAKE,
-                           "--report-dir", str(tmp_path / "report")],
+                           "--report-dir", str(tmp_path / "report"),
+                           # pinned: which trials ASHA stops when depends on how many run at once
+                           "--max-concurrent", "2"],
                           cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
 
 

@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def expected_commit() -> str:
+    """What git says the checkout is at ('-dirty' with tracked changes), asked independently."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"  # not a git checkout: the tracker must say so, not invent a commit
+    changed = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--quiet"]).returncode
+    return head + ("-dirty" if changed else "")
 
 
 def children(client: MlflowClient, t: SweepTracker) -> list:
@@ -96,7 +110,8 @@ def test_parent_run_records_the_sweep_and_resume_reuses_it(tmp_path):
     run = t.client.get_run(parent)
     assert run.data.params["space"] == "smoke" and run.data.params["seed"] == "7"
     assert run.data.params["command"] == "python -m orchestrator.sweep --space smoke"
-    assert run.data.params["version.mlflow"] and run.data.params["git_commit"]
+    assert run.data.params["version.mlflow"] == metadata.version("mlflow")
+    assert run.data.params["git_commit"] == expected_commit()
     assert run.data.params["host"] == socket.gethostname()
     # the experiment stores the sweep's runs-table view (opened by the README's UI link)
     exp = t.client.get_experiment(t.experiment_id)

@@ -83,10 +83,49 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
     assert seen.get("cross_k", [4]) == [4]
 
 
-def test_accuracy_and_lowest_nll_wins(lora_bundle):
+def _fixed_nll(monkeypatch, nll_of):
+    """candidate_nll replaced: the NLL of candidate c of a problem is nll_of(pid, c), so the
+    ranking rule and the batching around it are checked against numbers the test chose."""
+    import trainables.scoring as scoring
+
+    def candidate_nll(model, problems, pixel_values, spec, precision):
+        assert pixel_values.shape[0] == len(problems)
+        return torch.tensor([nll_of(p.pid, c) for p in problems for c in range(len(p.candidate_ids))])
+
+    monkeypatch.setattr(scoring, "candidate_nll", candidate_nll)
+
+
+def test_the_lowest_nll_candidate_wins_and_accuracy_counts_hits(lora_bundle, monkeypatch):
     bundle, model = lora_bundle
-    problems = _problems(bundle, n=3)
+    problems = _problems(bundle, n=3)  # 2, 3 and 4 candidates; answers 0, 1, 0
+    table = {"p0": [2.0, 0.5], "p1": [0.25, 0.75, 0.25], "p2": [4.0, 4.0, 1.5, 2.5]}
+    _fixed_nll(monkeypatch, lambda pid, c: table[pid][c])
     result = score_candidates(model, problems, torch.zeros(3, 3, 32, 32), TokenSpec.from_bundle(bundle), FP32)
-    assert result.predictions == [min(range(len(s)), key=s.__getitem__) for s in result.scores]
-    hits = sum(p == q.answer_index for p, q in zip(result.predictions, problems))
-    assert result.accuracy(problems) == hits / 3
+    assert result.predictions == [1, 0, 2]  # p1: a tie goes to the first candidate
+    assert result.scores == [[2.0, 0.5], [0.25, 0.75, 0.25], [4.0, 4.0, 1.5, 2.5]]
+    assert [p.answer_index for p in problems] == [0, 1, 0]
+    assert result.accuracy(problems) == 0.0  # no pick is the answer
+    table["p0"] = [0.125, 0.5]
+    assert score_candidates(model, problems, torch.zeros(3, 3, 32, 32), TokenSpec.from_bundle(bundle),
+                            FP32).accuracy(problems) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 6])
+def test_batched_scoring_returns_results_in_the_problems_order(lora_bundle, monkeypatch, batch_size):
+    from trainables.scoring import score_in_batches
+
+    bundle, model = lora_bundle
+    problems = _problems(bundle, n=6)  # prefixes of six different lengths, shuffled below
+    problems = [problems[i] for i in (3, 0, 5, 1, 4, 2)]
+    _fixed_nll(monkeypatch, lambda pid, c: 10.0 * int(pid[1:]) + (c + int(pid[1:])) % 2)
+    chunks: list[int] = []
+
+    def pixels_for(chunk):
+        chunks.append(len(chunk))
+        return torch.zeros(len(chunk), 3, 32, 32)
+
+    result = score_in_batches(model, problems, pixels_for, TokenSpec.from_bundle(bundle), FP32, batch_size)
+    numbers = [int(p.pid[1:]) for p in problems]
+    assert [row[0] for row in result.scores] == [10.0 * n + n % 2 for n in numbers]
+    assert result.predictions == [n % 2 for n in numbers]  # odd n: candidate 1 is lowest
+    assert chunks == [min(batch_size, 6 - i) for i in range(0, 6, batch_size)]

@@ -1,6 +1,5 @@
-"""Fixtures of the data-layer tests: the shipped samples (always present), writable copies of
-them for corruption tests, and the real sample beside the clone (../shared/data, skipped when
-absent)."""
+"""Fixtures of the data-layer tests: the shipped samples (always present) and writable copies of
+them for corruption tests. The real sample (fixture ``shared``) is in tests/conftest.py."""
 from __future__ import annotations
 
 import json
@@ -11,14 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 ASSETS = REPO / "trainables" / "assets" / "data"
-SHARED = REPO.parent / "shared" / "data"
-
-
-@pytest.fixture
-def shared() -> Path:
-    if not (SHARED / "scienceqa" / "problems.json").is_file():
-        pytest.skip(f"real sample {SHARED} not present")
-    return SHARED
 
 
 @pytest.fixture
