@@ -52,12 +52,15 @@ def epoch_report(epoch: int, *, train_loss: float, val: float, best: float, lr: 
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_s": 100.0,
             "diverged": False, "val_acc": val, "best_val_acc": best,
             "val_gold_nll": round(2.0 - val, 4), "val_choice_nll": round(1.0 - val, 4),
-            "epoch_time_s": seconds, **dict.fromkeys(VIT_CACHE_KEYS, 0.0)}
+            "epoch_time_s": seconds, "peak_memory_gib": 0.5, **dict.fromkeys(VIT_CACHE_KEYS, 0.0)}
 
 
 def param_report(trainable: int, total: int, lora_qformer: int, lora_llm: int) -> dict[str, Any]:
-    """The parameter accounting the first report adds (ParamReport.as_metrics's keys)."""
+    """What the first report adds: parameter accounting (ParamReport.as_metrics) and the
+    batch settings the trial ran with (RunSettings.metrics)."""
     return {"trainable_params": trainable, "total_params": total,
+            "micro_batch_size": 4, "grad_accum_steps": 1, "eval_batch_size_used": 32,
+            "activation_checkpointing_on": 0, "est_peak_memory_gib": 0.5,
             "trainable_fraction": trainable / total, "fraction_of_baseline": trainable / 1000,
             "qformer_trainable_fraction": lora_qformer / total,
             "lora_params": lora_qformer + lora_llm, "lora_params_qformer": lora_qformer,
