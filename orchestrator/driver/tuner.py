@@ -28,6 +28,7 @@ CELL_INDEX = "cell_index"
 LEGACY_MODULES: dict[str, str] = {
     "orchestrator.tuner": "orchestrator.driver.tuner",
     "orchestrator.schedulers": "orchestrator.driver.schedulers",
+    "orchestrator.spaces": "orchestrator.driver.spaces",  # GroupedASHA's group_fn, group_of
     "orchestrator.mlflow_runs": "orchestrator.tracking.mlflow_runs",
 }
 """Where the classes an experiment pickles (the namer, the sample_from picks, the scheduler, the

@@ -25,3 +25,11 @@ def test_classes_pickled_under_the_old_module_names_load_after_aliasing():
     alias_legacy_modules()
     pick = pickle.loads(old_text)
     assert pick({CELL_INDEX: 0}) == 1
+
+
+def test_the_grouped_schedulers_group_function_loads_by_its_old_module():
+    from orchestrator.driver.spaces import group_of
+    text = pickle.dumps(group_of, protocol=0).replace(b"orchestrator.driver.spaces",
+                                                      b"orchestrator.spaces")
+    alias_legacy_modules()
+    assert pickle.loads(text)({"benchmark": "b", "llm": "l"}) == ("b", "l")
