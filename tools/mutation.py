@@ -49,7 +49,8 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "loop": Target(("trainables/loop.py",), ("tests/trainables/test_loop.py",),
+    "loop": Target(("trainables/loop.py",), ("tests/trainables/test_loop.py",
+                                             "tests/trainables/test_loop_selection.py"),
                    "epoch loop, best-state selection and restore, divergence rule"),
     "scoring": Target(("trainables/scoring.py",), ("tests/trainables/test_scoring.py",),
                       "rank classification: candidate NLL, prediction, accuracy"),
