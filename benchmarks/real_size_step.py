@@ -12,10 +12,12 @@ call. It reports the measured peak (CPU: peak RSS; CUDA: the allocator's reserve
 orchestrator.driver.plan's estimate for exactly that configuration (ratio), the median step time,
 samples/s and, on CUDA, MFU from the planner's FLOPs.
 
-On CPU, Vicuna-7B keeps its full width but only as many LLM layers as fit ``--rss-budget-gib``
-by the planner's own estimate (the output says how many): its 32 layers alone are 13 GB of bf16
-weights, and the machine is shared. The first step is timed too (CPU has no warm-up to speak
-of); the median of the steps is reported. Ends with ONE JSON line, ratios first.
+On CPU, Flan-T5-XL runs at full depth; Vicuna-7B keeps its full width but only as many LLM
+layers as fit ``--rss-budget-gib`` by the planner's own estimate for the very problems it will
+train on (the output says how many): its 32 layers alone are 13 GB of bf16 weights, and the
+machine is shared. Each configuration also writes its adapter checkpoint, as a trial does.
+The first step is timed too (CPU has no warm-up to speak of); the median of the steps is
+reported. Ends with ONE JSON line, ratios first.
 """
 from __future__ import annotations
 
@@ -26,26 +28,54 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainables.methods import PeftSetup
-from trainables.vocab import PRESETS, REAL_PRESETS
+from trainables.vocab import PRESETS
 
 METHODS = (PeftSetup("baseline", "none", 0), PeftSetup("qformer_lora", "all", 8),
            PeftSetup("both_lora", "all", 8))
+FEWER_LAYERS_ON_CPU = ("vicuna-7b",)
+"""Flan-T5-XL always runs at full depth; Vicuna-7B's 32 layers may not fit the CPU budget."""
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 70e12, "L4": 121e12}
 """Dense bf16 tensor-core peak FLOP/s by device-name substring (vendor datasheets)."""
 
 
-def max_text_layers(llm: str, peft: PeftSetup, budget_bytes: int, batch: int) -> int | None:
-    """The most LLM layers whose CPU estimate fits ``budget_bytes`` (None: all of them)."""
-    from orchestrator.driver.plan import memory_estimate, memory_setup
+def data_setup(config: dict[str, Any]):
+    """The MemorySetup the child will have: the stand-in tokenizers on the same problems."""
+    import dataclasses
+
+    from trainables.batching import encode_examples
+    from trainables.config import TrialConfig
+    from trainables.data.examples import load_examples
+    from trainables.data.prepare import ensure_prepared
+    from trainables.presets import build_model
+    from trainables.random_init import standin_tokenizers
+    from trainables.runsetup import memory_setup
+    cfg = TrialConfig.from_dict(config)
+    meta = build_model(cfg.llm, meta=True)
+    qtok, ltok = standin_tokenizers(meta.family)
+    bundle = dataclasses.replace(meta, qformer_tokenizer=qtok, llm_tokenizer=ltok)
+    prepared = ensure_prepared(cfg.benchmark, cache_dir=cfg.cache_dir)
+    limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples}
+    splits = {s: encode_examples(load_examples(prepared, s, bundle.image_size, n), bundle, cfg.max_prompt_tokens)
+              for s, n in limits.items()}
+    return memory_setup(cfg, bundle, splits, torch.device("cpu"), True)
+
+
+def max_text_layers(config: dict[str, Any], budget_bytes: int) -> int | None:
+    """The most LLM layers whose CPU estimate for ``config`` fits ``budget_bytes`` (None: all)."""
+    from orchestrator.driver.plan import memory_estimate
+    from trainables.methods import PeftSetup as Peft
     from trainables.presets import model_config
+    llm = config["llm"]
+    peft = Peft(config["method"], config["sublayer"], config["rank"])
     text = model_config(llm).text_config
     full = getattr(text, "num_layers", None) or text.num_hidden_layers
-    setup = memory_setup(llm, {"batch_size": batch, "eval_batch_size": batch}, device="cpu")
+    setup = data_setup(config)
 
     def fits(layers: int) -> bool:
         return memory_estimate(llm, peft, setup, layers).peak_bytes <= budget_bytes
@@ -76,6 +106,7 @@ def measure(config: dict[str, Any], device: str, steps: int, budget: int | None 
     checkpointing is "auto"), ``steps`` optimizer steps at its micro-batch, one scoring call."""
     from orchestrator.driver.plan import memory_estimate, model_shape, train_flops_per_example
     from trainables.batching import collate_train
+    from trainables.checkpoint import save_checkpoint, trainable_state
     from trainables.config import TrialConfig
     from trainables.loop import build_trial, evaluate
     from trainables.runsetup import memory_setup
@@ -99,6 +130,10 @@ def measure(config: dict[str, Any], device: str, steps: int, budget: int | None 
     start = time.perf_counter()
     evaluate(trial, "val")
     score_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="real-size-ckpt-") as tmp:  # as the trial does each epoch
+        state = trainable_state(trial.model)
+        save_checkpoint(Path(tmp), trial.model, last=state, best=trainable_state(trial.model),
+                        optimizer=optimizer, loop_state={"epoch": 1}, config=cfg.to_dict())
     setup = memory_setup(cfg, trial.bundle, trial.splits, dev, trial.precision.dtype is not None)
     setup = type(setup)(**{**vars(setup), "batch_size": batch_size,
                            "eval_batch_size": trial.settings.eval_batch_size,
@@ -200,10 +235,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="real-size-") as cache:
         for llm in args.llm or ["flan-t5-xl", "vicuna-7b"]:
             for peft in METHODS:
-                layers = None
-                if args.device == "cpu" and llm in REAL_PRESETS:
-                    layers = max_text_layers(llm, peft, int(args.rss_budget_gib * 2**30), args.batch_size)
-                config = child_config(llm, peft, args.batch_size, cache, layers)
+                config = child_config(llm, peft, args.batch_size, cache, None)
+                if args.device == "cpu" and llm in FEWER_LAYERS_ON_CPU:
+                    config["text_layers"] = max_text_layers(config, int(args.rss_budget_gib * 2**30))
                 results.append(run_child(config, args.device, args.steps, args.timeout))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))

@@ -37,10 +37,11 @@ def test_mfu_uses_the_devices_bf16_peak(measured):
     assert real_size_step.mfu(on_gpu) == pytest.approx(0.5)
 
 
-def test_vicuna_keeps_full_width_and_as_many_layers_as_the_budget_allows():
-    peft = PeftSetup("both_lora", "all", 8)
-    assert real_size_step.max_text_layers("vicuna-7b", peft, 200 * 2**30, 2) is None  # all fit
-    layers = real_size_step.max_text_layers("vicuna-7b", peft, 12 * 2**30, 2)
+def test_vicuna_keeps_full_width_and_as_many_layers_as_the_budget_allows(tmp_path):
+    config = real_size_step.child_config("vicuna-7b", PeftSetup("both_lora", "all", 8), 2,
+                                         str(tmp_path / "prep"), None)
+    assert real_size_step.max_text_layers(config, 200 * 2**30) is None  # all 32 fit
+    layers = real_size_step.max_text_layers(config, 12 * 2**30)
     assert layers is not None and 4 <= layers < 32
 
 
