@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from benchmarks.real_size_step import child_config, mfu, run_child
+from trainables.defaults import recipe_for
 from trainables.methods import PeftSetup
 from trainables.vocab import PRESETS
 
@@ -81,12 +82,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start, steps_out, scoring, skipped = time.monotonic(), [], [], []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as cache:
         for llm in args.llm or ["flan-t5-xl", "vicuna-7b"]:
-            batch = 16 if llm.endswith("t5") or llm == "flan-t5-xl" else 8
+            batch = recipe_for(llm).batch_size
             for peft in METHODS:
                 if time.monotonic() - start > args.deadline_s:
                     skipped.append(f"{llm} {peft.row_label}")
                     continue
-                config = child_config(llm, peft, batch, cache, None, checkpointing="auto")
+                # the recipe's micro-batch and effective batch 16: fitting may shrink the former
+                config = child_config(llm, peft, batch, cache, None, "auto", grad_accum=16 // batch)
                 steps_out.append(run_child(config, args.device, args.steps, args.timeout, budget_bytes(args.device)))
             if time.monotonic() - start > args.deadline_s:
                 skipped.append(f"{llm} scoring")

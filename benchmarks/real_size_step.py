@@ -89,14 +89,14 @@ def max_text_layers(config: dict[str, Any], budget_bytes: int) -> int | None:
 
 
 def child_config(llm: str, peft: PeftSetup, batch: int, cache: str, text_layers: int | None,
-                 checkpointing: str = "off") -> dict:
+                 checkpointing: str = "off", grad_accum: int = 1) -> dict:
     """The TrialConfig of one measurement (a toy preset runs as itself: the CPU flow tests)."""
     from trainables.vocab import REAL_PRESETS
     real = llm in REAL_PRESETS
     return {"method": peft.method, "sublayer": peft.sublayer, "rank": peft.rank, "llm": llm,
             "random_weights": real, "text_layers": text_layers, "benchmark": "sample-iconqa",
             "cache_dir": cache, "max_train_examples": batch, "max_eval_examples": batch, "epochs": 1,
-            "batch_size": batch, "grad_accum": 1, "eval_batch_size": batch, "vit_cache": False,
+            "batch_size": batch, "grad_accum": grad_accum, "eval_batch_size": batch, "vit_cache": False,
             "num_threads": max(1, torch.get_num_threads()), "activation_checkpointing": checkpointing,
             **({} if real else {"weight_dtype": "bf16"})}
 
