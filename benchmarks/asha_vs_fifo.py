@@ -6,7 +6,10 @@ the grid): --scheduler asha and --scheduler fifo. Reports
   wall_ratio     = FIFO sweep wall / ASHA sweep wall,
   same_best      = per (benchmark, LLM) group, whether ASHA's best cell (by best validation
                    accuracy, the paper's model selection) is one of FIFO's best cells -- small
-                   validation sets give ties, so FIFO may have several equally best cells.
+                   validation sets give ties, so FIFO may have several equally best cells;
+  within_se      = per group, whether ASHA's best validation accuracy is within one binomial
+                   standard error sqrt(p (1 - p) / n_val) of FIFO's best p.
+Both runs use the sweep's defaults (ASHA: trainables.defaults.asha_defaults).
 
     python -m benchmarks.asha_vs_fifo [--space full_grid] [--max-concurrent 2]
                                       [--workdir DIR [--reuse]]   (--reuse: analyse DIR's runs)
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sweep_overhead import run_sweep, trial_records
+from orchestrator.driver.retune import val_size
+from orchestrator.results.stats import binomial_se
 from orchestrator.tracking.mlflow_runs import parse_config
 
 
@@ -73,16 +78,21 @@ def main(argv: list[str] | None = None) -> None:
     best = {k: best_per_group(r["trials"]) for k, r in runs.items()}
     # ASHA's pick: its first best cell; "same" if FIFO ranks that cell best too (ties allowed).
     same = {g: best["asha"][g][0][0] in best["fifo"][g][0] for g in best["fifo"]}
+    n_val = {f"{t['config']['benchmark']}|{t['config']['llm']}": val_size(parse_config(t["config"]))
+             for t in runs["fifo"]["trials"]}
+    se = {g: binomial_se(best["fifo"][g][1], n_val[g]) for g in best["fifo"]}
+    within = {g: best["fifo"][g][1] - best["asha"][g][1] <= se[g] + 1e-12 for g in best["fifo"]}
     for g in sorted(best["fifo"]):
         print(f"{g}: FIFO best {', '.join(best['fifo'][g][0])} ({100 * best['fifo'][g][1]:.1f}); "
               f"ASHA best {', '.join(best['asha'][g][0])} ({100 * best['asha'][g][1]:.1f}) "
-              f"-> same: {same[g]}")
+              f"-> same: {same[g]}, within 1 SE ({100 * se[g]:.1f}): {within[g]}")
     print(f"trial-epochs: FIFO {epochs['fifo']}, ASHA {epochs['asha']}; sweep wall: FIFO "
           f"{runs['fifo']['sweep_wall_s']:.0f} s, ASHA {runs['asha']['sweep_wall_s']:.0f} s")
     print(json.dumps({
         "epochs_ratio": round(epochs["fifo"] / max(epochs["asha"], 1), 2),
         "wall_ratio": round(runs["fifo"]["sweep_wall_s"] / max(runs["asha"]["sweep_wall_s"], 1), 2),
-        "same_best_groups": sum(same.values()), "groups": len(same), "same_best": same,
+        "same_best_groups": sum(same.values()), "within_se_groups": sum(within.values()),
+        "groups": len(same), "same_best": same, "within_se": within,
         "trial_epochs_fifo": epochs["fifo"], "trial_epochs_asha": epochs["asha"],
         "sweep_wall_fifo_s": runs["fifo"]["sweep_wall_s"],
         "sweep_wall_asha_s": runs["asha"]["sweep_wall_s"], "space": args.space,

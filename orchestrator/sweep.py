@@ -12,6 +12,7 @@ import sys
 
 from orchestrator.driver.options import OptionError, SweepOptions
 from orchestrator.driver.spaces import SPACE_MODULES, SpaceError
+from trainables.defaults import RUNG_METRICS
 from trainables.excerpt import one_line
 
 DESCRIPTION = """\
@@ -64,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="asha: stop weak trials early, compared only within (benchmark, LLM); "
                           "fifo: run every trial to its end (the complete table)")
     how.add_argument("--grace-period", type=int,
-                     help="ASHA: epochs before the first stop decision (default max(1, epochs // 8))")
+                     help="ASHA: epoch of the first stop decision (default: the recipe's, "
+                          "trainables.defaults.asha_defaults)")
     how.add_argument("--reduction-factor", type=float,
-                     help="ASHA: keep the top 1/N at each rung (default 4)")
+                     help="ASHA: keep the top 1/N at each rung (default: the recipe's, "
+                          "trainables.defaults.asha_defaults)")
+    how.add_argument("--brackets", type=int,
+                     help="ASHA: number of brackets (default: the recipe's)")
+    how.add_argument("--rung-metric", choices=tuple(RUNG_METRICS),
+                     help="ASHA: what a rung compares (default: the recipe's)")
     how.add_argument("--max-concurrent", type=int,
                      help="trials at once (default: the Ray cluster's CPUs / --cpus-per-trial)")
     how.add_argument("--cpus-per-trial", type=float, default=1.0,

@@ -129,3 +129,30 @@ VIT_CACHE = True
 VIT_CACHE_MAX_GB = 128.0
 VIT_CACHE_SUBDIR = "vit-features"
 """The cache's directory under the trial's cache_dir when vit_cache_dir is not given."""
+
+RUNG_METRICS: dict[str, str] = {"best_val_acc": "max", "val_choice_nll": "min",
+                                "val_gold_nll": "min"}
+"""What an ASHA rung may compare (reported by every trial, trainables.loop), and its direction."""
+
+
+@dataclass(frozen=True)
+class AshaDefaults:
+    """Default ASHA settings of a recipe (orchestrator.driver.schedulers.AshaSettings)."""
+
+    grace_period: int
+    """Epoch of the first stop decision."""
+    reduction_factor: int
+    """Keep the top 1/reduction_factor at each rung; rungs at grace * rf**k below the budget."""
+    metric: str
+    """Rung metric: best_val_acc (max), val_choice_nll or val_gold_nll (min)."""
+    brackets: int = 1
+
+
+# PROVISIONAL until the replay evidence lands (the previous rule, grace max(1, E // 8), rf 4).
+PAPER_ASHA = AshaDefaults(grace_period=1, reduction_factor=4, metric="best_val_acc")
+TINY_ASHA = AshaDefaults(grace_period=1, reduction_factor=4, metric="best_val_acc")
+
+
+def asha_defaults(preset: str) -> AshaDefaults:
+    """The ASHA defaults of a model preset's recipe."""
+    return TINY_ASHA if recipe_for(preset) is TINY else PAPER_ASHA

@@ -34,6 +34,9 @@ class SweepOptions:
     scheduler: str = "asha"
     grace_period: int | None = None
     reduction_factor: float | None = None
+    brackets: int | None = None
+    rung_metric: str | None = None
+    """ASHA's rung metric (trainables.defaults.RUNG_METRICS); None: the recipe's."""
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -62,7 +65,7 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         self._check_modes()
-        for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period"):
+        for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period", "brackets"):
             value = getattr(self, opt)
             if value is not None and value < 1:
                 raise OptionError(f"--{_flag(opt)} must be >= 1, got {value}")
@@ -86,7 +89,7 @@ class SweepOptions:
         if self.plan_out and not self.dry_run:
             raise OptionError("--plan-out needs --dry-run")
         if self.scheduler == "fifo":
-            for opt in ("grace_period", "reduction_factor"):
+            for opt in ("grace_period", "reduction_factor", "brackets", "rung_metric"):
                 if getattr(self, opt) is not None:
                     raise OptionError(f"--{_flag(opt)} only applies to --scheduler asha")
         if self.no_retune and self.retune_samples is not None:

@@ -128,31 +128,41 @@ def retune_name(sweep_name: str, cell_id: str) -> str:
 
 
 def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: str,
-                settings: Any, *, seed: int, num_samples: int, resume: bool) -> Retune:
+                settings: Any, *, seed: int, num_samples: int, resume: bool,
+                logger: Any = None, scorer: Callable | None = None) -> Retune:
     """One seeded TPE + ASHA learning-rate search for a divergent cell."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     from orchestrator.driver import tuner as tn
-    from orchestrator.driver.schedulers import METRIC, MODE, make_scheduler
+    from orchestrator.driver.scheduler_state import state_uri
+    from orchestrator.driver.schedulers import METRIC, MODE, asha_settings, make_scheduler
     from search_spaces import lr_retune
     name = retune_name(sweep_name, row.cell.id)
     space = lr_retune.space_for(row.config.to_dict(), row.cell.id, row.config.lr)
-    if resume and tn.can_restore(settings.storage, name):
-        tuner = tn.restore_tuner(trainable, name, settings)
+    restoring = resume and tn.can_restore(settings.storage, name)
+    scheduler = make_scheduler("asha", asha_settings(row.config.epochs, row.config.llm),
+                               resume=restoring,
+                               state_uri=state_uri(tn.experiment_path(settings.storage, name)))
+    if restoring:
+        tuner = tn.restore_tuner(trainable, name, settings, scheduler)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 2))
         search = OptunaSearch(metric=METRIC, mode=MODE, sampler=sampler)
-        tuner = tn.build_tuner(trainable, space, name, settings,
-                               make_scheduler("asha", row.config.epochs),
+        tuner = tn.build_tuner(trainable, space, name, settings, scheduler,
                                search_alg=search, num_samples=num_samples)
-    return Retune(original=row, reason=reason,
-                  trials=[from_tune_result(r) for r in tuner.fit()])
+    results = tuner.fit()
+    trials = [from_tune_result(r) for r in results]
+    if logger is not None:  # stopped retune trials get their test score too
+        from orchestrator.driver.stopped_scores import score_stopped_trials, with_scores
+        trials = with_scores(trials, score_stopped_trials(results, settings, logger, scorer))
+    return Retune(original=row, reason=reason, trials=trials)
 
 
 def retune_divergent(rows: list[TrialResult], trainable: Callable, sweep_name: str,
                      settings: Any, *, seed: int, num_samples: int | None,
-                     resume: bool) -> list[Retune]:
+                     resume: bool, logger: Any = None,
+                     scorer: Callable | None = None) -> list[Retune]:
     """Find the divergent cells and retune each (one Tuner after another)."""
     from search_spaces import lr_retune
     divergent = find_divergent(rows)
@@ -160,5 +170,6 @@ def retune_divergent(rows: list[TrialResult], trainable: Callable, sweep_name: s
         print(f"retuning {len(divergent)} divergent cell(s): "
               + ", ".join(r.cell.id for r, _ in divergent))
     return [retune_cell(row, reason, trainable, sweep_name, settings, seed=seed,
-                        num_samples=num_samples or lr_retune.NUM_SAMPLES, resume=resume)
+                        num_samples=num_samples or lr_retune.NUM_SAMPLES, resume=resume,
+                        logger=logger, scorer=scorer)
             for row, reason in divergent]

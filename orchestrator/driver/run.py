@@ -40,6 +40,8 @@ class Prepared:
     """Run name: the experiment directory under --storage and the MLflow experiment."""
     epoch_budget: int
     """Largest resolved epoch budget over the trials (ASHA's max_t)."""
+    asha: Any = None
+    """orchestrator.driver.schedulers.AshaSettings of an ASHA sweep (validated here), else None."""
 
 
 def prepare(options: SweepOptions) -> Prepared:
@@ -58,8 +60,18 @@ def prepare(options: SweepOptions) -> Prepared:
     budget = max(t.epochs for t in trials)
     if options.grace_period is not None and options.grace_period > budget:
         raise SweepError(f"--grace-period {options.grace_period} exceeds the epoch budget {budget}")
+    asha = None
+    if options.scheduler == "asha":
+        from orchestrator.driver.schedulers import asha_settings
+        longest = max(trials, key=lambda t: t.epochs)
+        try:
+            asha = asha_settings(budget, longest.llm, grace_period=options.grace_period,
+                                 reduction_factor=options.reduction_factor,
+                                 brackets=options.brackets, metric=options.rung_metric)
+        except ValueError as err:
+            raise SweepError(f"ASHA: {err}") from None
     return Prepared(space=space, targets=targets, trials=trials,
-                    name=options.name or f"sweep-{space.name}", epoch_budget=budget)
+                    name=options.name or f"sweep-{space.name}", epoch_budget=budget, asha=asha)
 
 
 def _with_random_weights(trials: list[TrialConfig]) -> list[TrialConfig]:
@@ -179,6 +191,7 @@ def run(prepared: Prepared, options: SweepOptions) -> int:
     if exists and not options.resume:
         raise SweepError(f"sweep {prepared.name!r} already exists under {storage}; pass --resume "
                          f"to continue it, or --name / --storage for a new one")
+    scheduler = grid_scheduler(prepared, options, storage)
     command = ["python", "-m", "orchestrator.sweep", *options.argv]
     tracker = SweepTracker(options.tracking_uri, prepared.name, prepared.space.name, command,
                            options.run_seed, options.resume)
@@ -198,18 +211,30 @@ def run(prepared: Prepared, options: SweepOptions) -> int:
             cluster.wait_for_gpus(options.gpus_per_trial)
         except cluster.ClusterError as err:
             raise SweepError(str(err)) from None
-        return _run_phases(prepared, options, storage, trainable, tracker)
+        return _run_phases(prepared, options, storage, trainable, tracker, scheduler)
     finally:
         ray.shutdown()
 
 
+def grid_scheduler(prepared: Prepared, options: SweepOptions, storage: str) -> Any:
+    """The grid's scheduler; on --resume with ASHA, restored from the experiment directory
+    (orchestrator.driver.scheduler_state) so that it decides as the uninterrupted sweep would."""
+    from orchestrator.driver.scheduler_state import state_uri
+    from orchestrator.driver.schedulers import make_scheduler
+    from orchestrator.driver.tuner import experiment_path
+    try:
+        return make_scheduler(options.scheduler, prepared.asha, resume=options.resume,
+                              state_uri=state_uri(experiment_path(storage, prepared.name)))
+    except ValueError as err:
+        raise SweepError(f"--resume: {err}") from None
+
+
 def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
-                trainable: Callable, tracker: Any) -> int:
+                trainable: Callable, tracker: Any, scheduler: Any) -> int:
     import ray
 
-    from orchestrator.driver import retune
+    from orchestrator.driver import retune, stopped_scores
     from orchestrator.driver import tuner as tn
-    from orchestrator.driver.schedulers import make_scheduler
     from orchestrator.results import summary
     from orchestrator.results.model import from_tune_result, outcomes
     tracker.start()
@@ -218,13 +243,12 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
         max_concurrent=options.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)
                                                         // options.cpus_per_trial)),
         max_failures=options.max_failures, callbacks=[tracker.callback()])
+    logger = settings.callbacks[0]
     started = time.monotonic()
     space = tn.grid_param_space(prepared.trials)
     if options.resume:
-        grid = tn.restore_tuner(trainable, prepared.name, settings)
+        grid = tn.restore_tuner(trainable, prepared.name, settings, scheduler)
     else:
-        scheduler = make_scheduler(options.scheduler, prepared.epoch_budget, options.grace_period,
-                                   options.reduction_factor)
         grid = tn.build_tuner(trainable, space, prepared.name, settings, scheduler,
                               trials=prepared.trials)
     results = grid.fit()
@@ -233,13 +257,15 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
               f"trials unfinished; continue it with the same command plus --resume")
         tracker.finish("KILLED")
         return 130
-    grid_trials = [from_tune_result(r) for r in results]
+    scorer = stopped_scores.scorer_for(trainable)
+    scores = stopped_scores.score_stopped_trials(results, settings, logger, scorer)
+    grid_trials = stopped_scores.with_scores([from_tune_result(r) for r in results], scores)
     retuned: list = []
     if not options.no_retune:
         retuned = retune.retune_divergent(grid_trials, trainable, prepared.name, settings,
                                           seed=options.run_seed,
                                           num_samples=options.retune_samples,
-                                          resume=options.resume)
+                                          resume=options.resume, logger=logger, scorer=scorer)
         record_retunes(tracker, retuned)
     trials = grid_trials + [t for r in retuned for t in r.trials]
     wall = time.monotonic() - started

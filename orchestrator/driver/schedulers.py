@@ -1,50 +1,108 @@
 """Grouped ASHA: early stopping that only ever compares trials of the same benchmark and LLM.
 
-Why: ASHA stops a trial whose metric trails the others at a rung. Accuracies of different
-benchmarks (or LLMs) are not comparable -- an IconQA trial at 0.60 is doing well while a
-ScienceQA trial at 0.60 is not -- so one ASHA over the whole grid would stop the wrong trials.
+Why groups: ASHA stops a trial whose metric trails the others at a rung. Accuracies of
+different benchmarks (or LLMs) are not comparable -- an IconQA trial at 0.60 is doing well while
+a ScienceQA trial at 0.60 is not -- so one ASHA over the whole grid would stop the wrong trials.
 ``GroupedASHA`` keeps one AsyncHyperBandScheduler per group (benchmark, llm), read from the
 trial's config, and forwards every event to the group's scheduler. One Tuner runs all groups
 concurrently on the same cluster, which keeps --resume a single Tuner.restore.
 
-Ties: with a small validation set accuracies are coarse (48 problems: steps of 2 points), many
-trials tie at a rung, and ASHA lets every tie through (it stops only scores strictly below the
-cutoff). So each group's ASHA ranks by ``rung_score`` = best_val_acc minus TIE_BREAK x the
-epoch's training loss: among equal accuracies the lower loss ranks higher; different accuracies
-keep their order (the shift is below one accuracy step for any finite loss below ~100).
+Rung metric (``AshaSettings.metric``): each trial's best-so-far value of ``best_val_acc``
+(max), ``val_choice_nll`` or ``val_gold_nll`` (min; trainables.predictions), so that noise
+cannot un-pass a rung. Accuracy on a small validation set is coarse (96 problems: steps of ~1
+point, many ties) and ASHA lets every tie through, so the rung score also subtracts TIE_BREAK x
+the epoch's training loss: among equal values the lower loss ranks higher, different values keep
+their order (the shift is below one accuracy step for any finite loss below ~100).
 
-Defaults derived from the epoch budget E (``asha_defaults``):
-  grace_period = max(1, E // 8)  -- first rung after ~1/8 of the budget (E=8 or 15: epoch 1);
-  reduction_factor = 4           -- Ray's default: keep the top quarter at each rung, so rungs at
-                                    g, 4g, 16g, ... below E (E=8: 1, 4; E=15: 1, 4).
-  max_t = E.
+Deterministic and resumable: with several brackets, each trial's bracket is drawn from a
+generator seeded by the trial's cell (not Ray's global RNG), so a rerun assigns the same
+brackets; with ``state_uri`` every rung record and every stop is written to the experiment
+directory after each decision and ``restore`` loads them (orchestrator.driver.scheduler_state), so
+``--resume`` makes the decisions an uninterrupted sweep makes -- including re-stopping a trial
+whose STOP was decided just before the interruption but not yet in Tune's own snapshot.
+
+Defaults: trainables.defaults.ASHA_* (chosen by replaying recorded FIFO curves,
+``python -m orchestrator.driver.scheduler_replay``; the evidence is in their docstrings).
 """
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from orchestrator.driver import scheduler_state
 from orchestrator.driver.spaces import group_of
+from trainables import defaults
 
 SCORE = "rung_score"
-"""What each group's ASHA compares: best_val_acc with the training-loss tie-break."""
+"""What each group's ASHA compares: the running best of the rung metric with the tie-break."""
 TIE_BREAK = 1e-6
 """Weight of the training loss in rung_score (clamped to MAX_LOSS; non-finite loss = MAX_LOSS)."""
 MAX_LOSS = 1e3
 METRIC = "best_val_acc"
-"""Compared at each rung: best-so-far validation accuracy (monotone, so noise cannot un-pass a rung)."""
+"""The model-selection metric (also what retunes optimise)."""
 MODE = "max"
 TIME_ATTR = "epoch"
+RUNG_METRICS = defaults.RUNG_METRICS
+STATE_VERSION = 1
 
 
-def asha_defaults(epochs: int) -> tuple[int, int]:
-    """(grace_period, reduction_factor) for an epoch budget; rule in the module docstring."""
-    if epochs < 1:
-        raise ValueError(f"epoch budget must be >= 1, got {epochs}")
-    return max(1, epochs // 8), 4
+@dataclass(frozen=True)
+class AshaSettings:
+    """Everything that decides ASHA's stops (what --resume must find unchanged)."""
+
+    max_t: int
+    grace_period: int
+    reduction_factor: float
+    brackets: int = 1
+    metric: str = METRIC
+
+    def __post_init__(self) -> None:
+        if self.max_t < 1:
+            raise ValueError(f"epoch budget must be >= 1, got {self.max_t}")
+        if not 1 <= self.grace_period <= self.max_t:
+            raise ValueError(f"grace_period must be in [1, max_t={self.max_t}], got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            raise ValueError(f"reduction_factor must be > 1, got {self.reduction_factor}")
+        if self.metric not in RUNG_METRICS:
+            raise ValueError(f"unknown rung metric {self.metric!r}; allowed: {', '.join(RUNG_METRICS)}")
+        if not 1 <= self.brackets <= max(1, len(self.milestones(0))):
+            raise ValueError(f"brackets must be in [1, {max(1, len(self.milestones(0)))}] for "
+                             f"{self.describe()}, got {self.brackets}")
+
+    @property
+    def mode(self) -> str:
+        return RUNG_METRICS[self.metric]
+
+    def milestones(self, bracket: int) -> list[int]:
+        """Rung epochs of a bracket, ascending (Ray's AsyncHyperBand formula)."""
+        n = int(math.log(self.max_t / self.grace_period) / math.log(self.reduction_factor) - bracket + 1)
+        return [int(self.grace_period * self.reduction_factor ** (k + bracket)) for k in range(n)]
+
+    def describe(self) -> str:
+        return (f"grace {self.grace_period}, rf {self.reduction_factor:g}, brackets "
+                f"{self.brackets}, metric {self.metric}, max_t {self.max_t}")
+
+
+def asha_settings(epochs: int, preset: str, *, grace_period: int | None = None,
+                  reduction_factor: float | None = None, brackets: int | None = None,
+                  metric: str | None = None) -> AshaSettings:
+    """The preset's recipe defaults (trainables.defaults.asha_defaults), overridden where given;
+    the default grace period is capped at the epoch budget (a 2-epoch smoke sweep)."""
+    d = defaults.asha_defaults(preset)
+    return AshaSettings(max_t=epochs, grace_period=grace_period or min(d.grace_period, epochs),
+                        reduction_factor=reduction_factor or d.reduction_factor,
+                        brackets=brackets or d.brackets, metric=metric or d.metric)
+
+
+def trial_key(config: dict[str, Any]) -> str:
+    """A trial's identity that is the same in every run of the same space (not Tune's id)."""
+    keys = ("benchmark", "llm", "method", "sublayer", "rank", "lr", "seed", "retune_of")
+    return "|".join(str(config.get(k)) for k in keys)
 
 
 class GroupedASHA(FIFOScheduler):
@@ -54,28 +112,31 @@ class GroupedASHA(FIFOScheduler):
     stop/continue decisions are per group.
     """
 
-    def __init__(self, max_t: int, grace_period: int, reduction_factor: float,
-                 metric: str = METRIC, mode: str = MODE, time_attr: str = TIME_ATTR,
-                 group_fn: Callable[[dict[str, Any]], tuple] = group_of) -> None:
-        if grace_period < 1 or grace_period > max_t:
-            raise ValueError(f"grace_period must be in [1, max_t={max_t}], got {grace_period}")
-        if reduction_factor <= 1:
-            raise ValueError(f"reduction_factor must be > 1, got {reduction_factor}")
+    def __init__(self, settings: AshaSettings,
+                 group_fn: Callable[[dict[str, Any]], tuple] = group_of,
+                 key_fn: Callable[[dict[str, Any]], str] = trial_key,
+                 state_uri: str | None = None) -> None:
         super().__init__()
-        self._metric, self._mode = metric, mode
+        self.settings = settings
+        self._group_fn, self._key_fn, self.state_uri = group_fn, key_fn, state_uri
+        self._groups: dict[tuple, AsyncHyperBandScheduler] = {}
+        self._best: dict[str, float] = {}  # trial_id -> running best of the rung metric
+        self._stopped: set[str] = set()
+
+    def _new_group(self) -> AsyncHyperBandScheduler:
+        s = self.settings
         # stop_last_trials=False: a trial's final report (test_acc, done) comes at epoch max_t
         # too, and must not be cut off by a STOP at that epoch.
-        self._asha_kwargs = dict(time_attr=time_attr, metric=SCORE, mode=mode, max_t=max_t,
-                                 grace_period=grace_period, reduction_factor=reduction_factor,
-                                 stop_last_trials=False)
-        self._group_fn = group_fn
-        self._groups: dict[tuple, AsyncHyperBandScheduler] = {}
+        return AsyncHyperBandScheduler(
+            time_attr=TIME_ATTR, metric=SCORE, mode=s.mode, max_t=s.max_t,
+            grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+            brackets=s.brackets, stop_last_trials=False)
 
     def group_scheduler(self, trial) -> AsyncHyperBandScheduler:
         """The ASHA of this trial's group, created on first sight of the group."""
         key = tuple(self._group_fn(trial.config))
         if key not in self._groups:
-            self._groups[key] = AsyncHyperBandScheduler(**self._asha_kwargs)
+            self._groups[key] = self._new_group()
         return self._groups[key]
 
     @property
@@ -83,24 +144,48 @@ class GroupedASHA(FIFOScheduler):
         """Groups seen so far (for the summary and tests)."""
         return list(self._groups)
 
-    def on_trial_add(self, tune_controller, trial) -> None:
-        self.group_scheduler(trial).on_trial_add(tune_controller, trial)
+    @property
+    def stopped(self) -> set[str]:
+        """Trial ids this scheduler stopped early."""
+        return set(self._stopped)
 
-    def scored(self, result: dict) -> dict:
+    def on_trial_add(self, tune_controller, trial) -> None:
+        group = self.group_scheduler(trial)
+        group.on_trial_add(tune_controller, trial)
+        # Replace Ray's draw from numpy's global RNG by one seeded with the trial's cell.
+        brackets = group._brackets
+        weights = [math.exp(len(b._rungs) - len(brackets[0]._rungs)) for b in brackets]
+        rng = random.Random(self._key_fn(trial.config))
+        group._trial_info[trial.trial_id] = rng.choices(brackets, weights=weights)[0]
+
+    def scored(self, trial_id: str, result: dict) -> dict:
         """The result plus rung_score (module docstring); unchanged without the metric."""
-        if not result or self._metric not in result or result[self._metric] is None:
+        metric = self.settings.metric
+        if not result or result.get(metric) is None:
             return result
+        value, previous = float(result[metric]), self._best.get(trial_id)
+        if previous is not None:
+            value = max(value, previous) if self.settings.mode == "max" else min(value, previous)
+        self._best[trial_id] = value
         loss = result.get("train_loss")
         loss = MAX_LOSS if loss is None or not math.isfinite(loss) else min(float(loss), MAX_LOSS)
-        sign = 1.0 if self._mode == "max" else -1.0
-        return {**result, SCORE: float(result[self._metric]) - sign * TIE_BREAK * loss}
+        sign = 1.0 if self.settings.mode == "max" else -1.0
+        return {**result, SCORE: value - sign * TIE_BREAK * loss}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return self.group_scheduler(trial).on_trial_result(tune_controller, trial,
-                                                           self.scored(result))
+        if trial.trial_id in self._stopped:  # stopped before an interruption: stays stopped
+            return TrialScheduler.STOP
+        action = self.group_scheduler(trial).on_trial_result(
+            tune_controller, trial, self.scored(trial.trial_id, result))
+        if action == TrialScheduler.STOP:
+            self._stopped.add(trial.trial_id)
+        self._save()
+        return action
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        self.group_scheduler(trial).on_trial_complete(tune_controller, trial, self.scored(result))
+        self.group_scheduler(trial).on_trial_complete(tune_controller, trial,
+                                                      self.scored(trial.trial_id, result))
+        self._save()
 
     def on_trial_error(self, tune_controller, trial) -> None:
         # ASHA forgets an errored trial; a retried one is added again by Tune.
@@ -110,17 +195,50 @@ class GroupedASHA(FIFOScheduler):
         self.group_scheduler(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        stopped = sum(s._num_stopped for s in self._groups.values())
-        return f"GroupedASHA: {len(self._groups)} groups, {stopped} trials stopped early"
+        return f"GroupedASHA: {len(self._groups)} groups, {len(self._stopped)} trials stopped early"
+
+    # -- persistence (orchestrator.driver.scheduler_state) -----------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything decisions depend on, as plain JSON."""
+        groups = {"\x1f".join(key): [[[m, dict(rec)] for m, rec in b._rungs] for b in g._brackets]
+                  for key, g in self._groups.items()}
+        return {"version": STATE_VERSION, "settings": asdict(self.settings), "groups": groups,
+                "best": dict(self._best), "stopped": sorted(self._stopped)}
+
+    def _save(self) -> None:
+        if self.state_uri is not None:
+            scheduler_state.write_state(self.state_uri, self.snapshot())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a snapshot() taken by a scheduler with the same settings (else ValueError)."""
+        if state.get("version") != STATE_VERSION or state.get("settings") != asdict(self.settings):
+            raise ValueError(f"the sweep's saved ASHA state was made with settings "
+                             f"{state.get('settings')}; this run uses {asdict(self.settings)}. "
+                             f"Resume with the options the sweep was started with.")
+        for key, brackets in state["groups"].items():
+            group = self._groups.setdefault(tuple(key.split("\x1f")), self._new_group())
+            for bracket, rungs in zip(group._brackets, brackets):
+                if [m for m, _ in rungs] != [m for m, _ in bracket._rungs]:
+                    raise ValueError(f"saved ASHA rungs {[m for m, _ in rungs]} do not match "
+                                     f"{[m for m, _ in bracket._rungs]}")
+                bracket._rungs = [(m, dict(rec)) for m, rec in rungs]
+        self._best = {k: float(v) for k, v in state["best"].items()}
+        self._stopped = set(state["stopped"])
 
 
-def make_scheduler(kind: str, epochs: int, grace_period: int | None = None,
-                   reduction_factor: float | None = None) -> TrialScheduler:
-    """'asha' -> GroupedASHA with documented defaults; 'fifo' -> run every trial to its end."""
+def make_scheduler(kind: str, settings: AshaSettings | None = None, *,
+                   state_uri: str | None = None, resume: bool = False) -> TrialScheduler:
+    """'asha' -> GroupedASHA(settings) persisting to ``state_uri`` (and, with ``resume``,
+    restored from it); 'fifo' -> run every trial to its end."""
     if kind == "fifo":
         return FIFOScheduler()
     if kind != "asha":
         raise ValueError(f"unknown scheduler {kind!r}; allowed: asha, fifo")
-    default_grace, default_rf = asha_defaults(epochs)
-    return GroupedASHA(max_t=epochs, grace_period=grace_period or default_grace,
-                       reduction_factor=reduction_factor or default_rf)
+    if settings is None:
+        raise ValueError("scheduler 'asha' needs its AshaSettings")
+    sched = GroupedASHA(settings, state_uri=state_uri)
+    if resume and state_uri is not None:
+        saved = scheduler_state.read_state(state_uri)
+        if saved is not None:
+            sched.restore(saved)
+    return sched

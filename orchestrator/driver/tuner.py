@@ -188,14 +188,16 @@ def alias_legacy_modules() -> None:
         sys.modules.setdefault(old, importlib.import_module(new))
 
 
-def restore_tuner(trainable: Callable, name: str, settings: TunerSettings) -> tune.Tuner:
+def restore_tuner(trainable: Callable, name: str, settings: TunerSettings,
+                  scheduler: Any = None) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials stay finished, unfinished ones resume
     from their last checkpoint, errored ones resume too (they get their retries again).
 
     The experiment's own param space (pickled with it) is kept: Tune accepts a re-specified one
     only with exactly the same keys, and a sweep started by an earlier version of this code has
     other config keys (e.g. none for the adapter), which its trials still parse into the same
-    cells (trainables.cell: the paper's plain LoRA keeps its id)."""
+    cells (trainables.cell: the paper's plain LoRA keeps its id). ``scheduler`` replaces the
+    one pickled at the start, whose rung records are empty (orchestrator.driver.scheduler_state)."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     alias_legacy_modules()
     tuner = tune.Tuner.restore(experiment_path(settings.storage, name),
@@ -208,6 +210,8 @@ def restore_tuner(trainable: Callable, name: str, settings: TunerSettings) -> tu
     config = tuner._local_tuner.get_run_config()
     config.callbacks = list(settings.callbacks)
     config.progress_reporter = reporter()
+    if scheduler is not None:  # Tune has no public setter; restore reads _tune_config.scheduler
+        tuner._local_tuner._tune_config.scheduler = scheduler
     return tuner
 
 

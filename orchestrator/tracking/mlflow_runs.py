@@ -11,6 +11,7 @@ back from MLflow.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +37,7 @@ TAG_GROUP = "group"
 TAG_STATUS = "status"  # running | finished | stopped | diverged | error | interrupted
 TAG_RETUNE_OF = "retune_of"
 TAG_REPLACED_BY = "replaced_by"
+TAG_TEST_FROM = "test_scored_from"  # "checkpoint": a stopped trial scored after the phase
 
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
 EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "val_gold_nll", "val_choice_nll", "lr",
@@ -305,6 +307,37 @@ class TrialRunLogger(Callback):
             predictions = Path(local_dir) / PREDICTIONS_FILE
             if predictions.is_file():
                 self.client.log_artifact(run_id, str(predictions), PREDICTIONS_ARTIFACT)
+
+    # -- test scores of stopped trials (orchestrator.stopped_scores) ----------------------------
+    def _run_of(self, trial_id: str) -> Any:
+        """The MLflow run of a Tune trial id (this sweep's parent), or None."""
+        if self._existing is None:
+            self._load_existing()
+        for (tid, _), run in self._existing.items():
+            if tid == trial_id:
+                return self.client.get_run(run.info.run_id)
+        return None
+
+    def test_metrics(self, trial_id: str) -> dict[str, float]:
+        """The final test metrics already logged for a trial (empty if none)."""
+        run = self._run_of(trial_id)
+        if run is None:
+            return {}
+        return {k: v for k, v in run.data.metrics.items()
+                if k in FINAL_METRICS or k.startswith(CATEGORY_PREFIX)}
+
+    def log_test_score(self, trial_id: str, metrics: dict[str, Any], predictions: bytes) -> None:
+        """Log a stopped trial's test score and predictions (its status stays "stopped")."""
+        run = self._run_of(trial_id)
+        if run is None:
+            raise KeyError(f"no MLflow run for trial {trial_id}")
+        step = int(run.data.metrics.get("epoch", 0))
+        self._log(run.info.run_id, result_metrics(metrics), step=step,
+                  tags={TAG_TEST_FROM: "checkpoint"})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / PREDICTIONS_FILE
+            path.write_bytes(predictions)
+            self.client.log_artifact(run.info.run_id, str(path), PREDICTIONS_ARTIFACT)
 
     def _log(self, run_id: str, metrics: dict[str, float], step: int,
              tags: dict[str, str] | None = None) -> None:

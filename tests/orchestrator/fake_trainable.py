@@ -9,6 +9,9 @@ recovers below it, which exercises the retune phase. FAKE_TRIAL_SLEEP_S slows ep
 FAKE_TRIAL_LOG (a file) gets one line per trial start and per trial end, so tests can tell
 whether a finished trial ran again; FAKE_TRIAL_FAIL_ONCE (a directory) makes every trial raise
 once at epoch 2 (a marker file per cell remembers it), to exercise Tune's retries.
+A finished trial's last checkpoint holds a predictions.parquet, as the loop's does;
+``fake_trial.score_stopped`` scores a stopped one from its checkpoint the way
+trainables.rescore does for a real trial (orchestrator.driver.stopped_scores uses it).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ray import tune
 
 from trainables.config import TrialConfig
 from trainables.defaults import default_lr
+from trainables.predictions import SplitScores, predictions_table, write_predictions
 from trainables.vision_features import METRIC_KEYS as VIT_CACHE_KEYS
 
 BONUS = {"baseline": 0.0, "qformer_lora": 0.05, "llm_lora": 0.1, "both_lora": 0.08}
@@ -90,6 +94,8 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "state.json").write_text(json.dumps(state))
+        if "test_acc" in metrics:  # the final report: its checkpoint holds the predictions
+            write_predictions(fake_predictions(metrics["test_acc"]), Path(tmp))
         metrics["checkpoint_mb"] = 0.001
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
@@ -134,6 +140,33 @@ def fake_trial(config: dict[str, Any]) -> None:
                          "final": dict(metrics) if last else None})
         if last:
             return
+
+
+N_TEST = 20
+
+
+def fake_predictions(test_acc: float):
+    """A predictions table of N_TEST test problems, the first round(acc * N_TEST) right."""
+    right = round(test_acc * N_TEST)
+    pids = tuple(f"p{i}" for i in range(N_TEST))
+    picked = tuple(0 if i < right else 1 for i in range(N_TEST))
+    return predictions_table([SplitScores("test", pids, (0,) * N_TEST, picked,
+                                          tuple((0.5, 1.0) for _ in pids))])
+
+
+def score_stopped(config: dict[str, Any], checkpoint_dir: Path, out_dir: Path,
+                  device: str = "cpu") -> dict[str, Any]:
+    """trainables.rescore.score_stopped for the fake's checkpoints: test = best val - 0.01."""
+    cfg = TrialConfig.from_dict(config)
+    state = json.loads(Path(checkpoint_dir, "state.json").read_text())
+    metrics = final_report(cfg.benchmark, round(state["best"] - 0.01, 4), state["best_epoch"])
+    write_predictions(fake_predictions(metrics["test_acc"]), Path(out_dir))
+    log(f"scored {cfg.cell_id}")
+    del metrics["done"]
+    return {**metrics, "best_val_acc": state["best"]}
+
+
+fake_trial.score_stopped = score_stopped
 
 
 def log(line: str) -> None:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.driver.schedulers import GroupedASHA, asha_defaults, make_scheduler
+from orchestrator.driver.schedulers import AshaSettings, GroupedASHA, asha_settings, make_scheduler
+from trainables import defaults
 
 
 @dataclass
@@ -24,7 +25,7 @@ def report(sched, t, epoch, acc, loss=1.0):
 
 
 def test_iconqa_trial_is_never_stopped_by_scienceqa_results():
-    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=4))
     sqa = [trial(f"s{i}", "synth-scienceqa") for i in range(8)]
     icon = trial("i0", "synth-iconqa")
     for t in sqa + [icon]:
@@ -38,7 +39,7 @@ def test_iconqa_trial_is_never_stopped_by_scienceqa_results():
 
 
 def test_weak_trial_is_stopped_within_its_group():
-    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=4))
     strong = [trial(f"i{i}", "synth-iconqa") for i in range(4)]
     weak = trial("weak", "synth-iconqa")
     for t in strong + [weak]:
@@ -49,7 +50,7 @@ def test_weak_trial_is_stopped_within_its_group():
 
 
 def test_same_benchmark_other_llm_is_another_group():
-    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=4))
     t5 = [trial(f"t{i}", "synth-iconqa", "tiny-t5") for i in range(4)]
     llama = trial("l0", "synth-iconqa", "tiny-llama")
     for t in t5 + [llama]:
@@ -60,7 +61,7 @@ def test_same_benchmark_other_llm_is_another_group():
 
 
 def test_final_report_at_max_t_is_not_cut_off():
-    sched = GroupedASHA(max_t=4, grace_period=1, reduction_factor=4)
+    sched = GroupedASHA(AshaSettings(max_t=4, grace_period=1, reduction_factor=4))
     t = trial("a", "synth-iconqa")
     sched.on_trial_add(None, t)
     for epoch in range(1, 5):
@@ -68,24 +69,41 @@ def test_final_report_at_max_t_is_not_cut_off():
     sched.on_trial_complete(None, t, {"epoch": 4, "best_val_acc": 0.5})
 
 
-@pytest.mark.parametrize("epochs,grace", [(1, 1), (8, 1), (15, 1), (16, 2), (30, 3)])
-def test_defaults_derive_from_the_epoch_budget(epochs, grace):
-    assert asha_defaults(epochs) == (grace, 4)
+def test_settings_come_from_the_recipe_unless_overridden():
+    tiny, paper = defaults.asha_defaults("tiny-t5"), defaults.asha_defaults("flan-t5-xl")
+    s = asha_settings(8, "tiny-t5")
+    assert (s.grace_period, s.reduction_factor, s.metric) == \
+        (tiny.grace_period, tiny.reduction_factor, tiny.metric)
+    assert asha_settings(15, "flan-t5-xl").grace_period == paper.grace_period
+    assert asha_settings(1, "flan-t5-xl").grace_period == 1  # capped at a 1-epoch budget
+    s = asha_settings(8, "tiny-t5", grace_period=2, reduction_factor=3, metric="val_gold_nll")
+    assert (s.grace_period, s.reduction_factor, s.metric, s.mode) == (2, 3, "val_gold_nll", "min")
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="grace_period"):
+        AshaSettings(max_t=4, grace_period=5, reduction_factor=2)
+    with pytest.raises(ValueError, match="reduction_factor"):
+        AshaSettings(max_t=4, grace_period=1, reduction_factor=1)
+    with pytest.raises(ValueError, match="rung metric"):
+        AshaSettings(max_t=4, grace_period=1, reduction_factor=2, metric="val_acc")
+    with pytest.raises(ValueError, match="brackets"):  # rungs 1, 2: at most 2 brackets
+        AshaSettings(max_t=3, grace_period=1, reduction_factor=2, brackets=3)
+    assert AshaSettings(max_t=15, grace_period=1, reduction_factor=2).milestones(0) == [1, 2, 4, 8]
+    assert AshaSettings(max_t=15, grace_period=1, reduction_factor=2).milestones(1) == [2, 4, 8]
 
 
 def test_make_scheduler():
-    assert isinstance(make_scheduler("fifo", 8), FIFOScheduler)
-    assert not isinstance(make_scheduler("fifo", 8), GroupedASHA)
-    sched = make_scheduler("asha", 8, grace_period=2, reduction_factor=3)
-    assert sched._asha_kwargs["grace_period"] == 2 and sched._asha_kwargs["reduction_factor"] == 3
-    with pytest.raises(ValueError, match="grace_period"):
-        make_scheduler("asha", 4, grace_period=5)
+    assert isinstance(make_scheduler("fifo"), FIFOScheduler)
+    assert not isinstance(make_scheduler("fifo"), GroupedASHA)
+    settings = AshaSettings(max_t=8, grace_period=2, reduction_factor=3)
+    assert make_scheduler("asha", settings).settings == settings
     with pytest.raises(ValueError, match="unknown scheduler"):
-        make_scheduler("pbt", 4)
+        make_scheduler("pbt", settings)
 
 
 def test_ties_in_accuracy_are_broken_by_training_loss():
-    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=4))
     trials = [trial(f"i{i}", "synth-iconqa") for i in range(5)]
     for t in trials:
         sched.on_trial_add(None, t)
@@ -98,8 +116,91 @@ def test_ties_in_accuracy_are_broken_by_training_loss():
 
 
 def test_tie_break_never_reorders_different_accuracies():
-    sched = GroupedASHA(max_t=8, grace_period=1, reduction_factor=4)
-    low = sched.scored({"best_val_acc": 0.50, "train_loss": 0.0})["rung_score"]
-    high = sched.scored({"best_val_acc": 0.51, "train_loss": float("nan")})["rung_score"]
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=4))
+    low = sched.scored("a", {"best_val_acc": 0.50, "train_loss": 0.0})["rung_score"]
+    high = sched.scored("b", {"best_val_acc": 0.51, "train_loss": float("nan")})["rung_score"]
     assert high > low
-    assert sched.scored({"epoch": 1}) == {"epoch": 1}
+    assert sched.scored("c", {"epoch": 1}) == {"epoch": 1}
+
+
+def test_nll_rung_metric_uses_the_running_minimum():
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=2, reduction_factor=4,
+                                     metric="val_choice_nll"))
+    assert sched.scored("t", {"val_choice_nll": 0.9, "train_loss": 0.0})["rung_score"] == 0.9
+    # A worse epoch does not lose the best value; the tie-break adds loss for "min".
+    assert sched.scored("t", {"val_choice_nll": 1.2, "train_loss": 1.0})["rung_score"] == \
+        pytest.approx(0.9 + 1e-6)
+    strong = [trial(f"i{i}", "synth-iconqa") for i in range(4)]
+    weak = trial("weak", "synth-iconqa")
+    for t in strong + [weak]:
+        sched.on_trial_add(None, t)
+    for i, t in enumerate(strong):
+        sched.on_trial_result(None, t, {"epoch": 2, "val_choice_nll": 0.5 + i / 100})
+    assert sched.on_trial_result(None, weak, {"epoch": 2, "val_choice_nll": 0.9}) == \
+        TrialScheduler.STOP
+
+
+def test_brackets_are_drawn_from_the_trials_cell_not_a_global_rng():
+    settings = AshaSettings(max_t=16, grace_period=1, reduction_factor=2, brackets=3)
+    picks = []
+    for _ in range(2):
+        sched = GroupedASHA(settings)
+        trials = [FakeTrial(f"x{i}", {"benchmark": "synth-iconqa", "llm": "tiny-t5",
+                                      "method": "llm_lora", "rank": i}) for i in range(12)]
+        for t in trials:
+            sched.on_trial_add(None, t)
+        group = sched.group_scheduler(trials[0])
+        picks.append([group._brackets.index(group._trial_info[t.trial_id]) for t in trials])
+    assert picks[0] == picks[1] and len(set(picks[0])) > 1
+
+
+def _stop_pattern(sched, trials, accs):
+    """Feed epoch-1 results in order; return the ids stopped."""
+    out = []
+    for t, acc in zip(trials, accs):
+        if sched.on_trial_result(None, t, {"epoch": 1, "best_val_acc": acc}) == TrialScheduler.STOP:
+            out.append(t.trial_id)
+    return out
+
+
+def test_state_persists_and_a_restored_scheduler_decides_the_same(tmp_path):
+    settings = AshaSettings(max_t=8, grace_period=1, reduction_factor=2)
+    trials = [trial(f"t{i}", "synth-iconqa") for i in range(8)]
+    accs = [0.8, 0.7, 0.75, 0.6, 0.65, 0.5, 0.9, 0.55]
+    whole = GroupedASHA(settings)
+    for t in trials:
+        whole.on_trial_add(None, t)
+    expected = _stop_pattern(whole, trials, accs)
+
+    uri = str(tmp_path / "exp" / "scheduler_state.json")
+    first = make_scheduler("asha", settings, state_uri=uri)
+    for t in trials:
+        first.on_trial_add(None, t)
+    stopped = _stop_pattern(first, trials[:4], accs[:4])  # ... then the driver dies
+    resumed = make_scheduler("asha", settings, state_uri=uri, resume=True)
+    for t in trials:
+        resumed.on_trial_add(None, t)
+    stopped += _stop_pattern(resumed, trials[4:], accs[4:])
+    assert stopped == expected and len(expected) >= 2
+    # Without the saved records, the first trials after the "restart" would be judged alone.
+    fresh = make_scheduler("asha", settings)
+    for t in trials:
+        fresh.on_trial_add(None, t)
+    assert _stop_pattern(fresh, trials[4:], accs[4:]) != [s for s in expected if s in
+                                                          {t.trial_id for t in trials[4:]}]
+    # A trial stopped before the interruption that Tune restarts anyway is stopped again.
+    assert stopped[0] in resumed.stopped
+    assert resumed.on_trial_result(None, trials[int(stopped[0][1:])],
+                                   {"epoch": 2, "best_val_acc": 0.99}) == TrialScheduler.STOP
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    uri = str(tmp_path / "scheduler_state.json")
+    sched = make_scheduler("asha", AshaSettings(max_t=8, grace_period=1, reduction_factor=2),
+                           state_uri=uri)
+    t = trial("a", "synth-iconqa")
+    sched.on_trial_add(None, t)
+    sched.on_trial_result(None, t, {"epoch": 1, "best_val_acc": 0.5})
+    with pytest.raises(ValueError, match="Resume with the options"):
+        make_scheduler("asha", AshaSettings(max_t=8, grace_period=2, reduction_factor=2),
+                       state_uri=uri, resume=True)
