@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--seed", type=int,
                       help="seed of every trial and of the retune sampler (default: the space's "
                            "seed, else 0)")
+    what.add_argument("--seeds", type=int, metavar="N",
+                      help="run every cell N times with seeds seed, seed+1, ...: Table 1 shows "
+                           "mean +- sd (default: the space's 'seeds', else 1)")
     what.add_argument("--cache-dir", default=".cache/prepared",
                       help="where prepared benchmark Parquet is kept (default .cache/prepared)")
     what.add_argument("--augment", choices=("on", "off"),

@@ -28,6 +28,8 @@ class SweepOptions:
     data_root: tuple[str, ...] = ()
     epochs: int | None = None
     seed: int | None = None
+    seeds: int | None = None
+    """Trials per cell (seed, seed + 1, ...); None: the space's ``seeds`` (default 1)."""
     cache_dir: str = ".cache/prepared"
     augment: str | None = None
     """on | off | None (the recipe's)."""
@@ -65,7 +67,8 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         self._check_modes()
-        for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period", "brackets"):
+        for opt in ("epochs", "max_concurrent", "retune_samples", "grace_period", "brackets",
+                    "seeds"):
             value = getattr(self, opt)
             if value is not None and value < 1:
                 raise OptionError(f"--{_flag(opt)} must be >= 1, got {value}")

@@ -83,12 +83,14 @@ def divergence_reason(row: TrialResult, rows: list[TrialResult]) -> str | None:
 
 
 def find_divergent(rows: list[TrialResult]) -> list[tuple[TrialResult, str]]:
-    """Every divergent grid trial with its reason, in grid order."""
-    out = []
+    """Every divergent cell's first divergent grid trial with its reason, in grid order (one
+    retune per cell, however many of its seeds diverged)."""
+    out, seen = [], set()
     for row in rows:
-        reason = divergence_reason(row, rows)
+        reason = divergence_reason(row, rows) if row.cell.id not in seen else None
         if reason:
             out.append((row, reason))
+            seen.add(row.cell.id)
     return out
 
 

@@ -54,7 +54,7 @@ def prepare(options: SweepOptions) -> Prepared:
              if v is not None}
     extra.update(options.vit_cache_overrides())
     cache_dir = str(Path(options.cache_dir).expanduser().resolve())
-    trials = trial_configs(space, targets, cache_dir=cache_dir, extra=extra)
+    trials = trial_configs(space, targets, cache_dir=cache_dir, extra=extra, seeds=options.seeds)
     if options.random_weights:
         trials = _with_random_weights(trials)
     budget = max(t.epochs for t in trials)
@@ -269,7 +269,10 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
         record_retunes(tracker, retuned)
     trials = grid_trials + [t for r in retuned for t in r.trials]
     wall = time.monotonic() - started
-    print(summary.format_summary(trials, retuned, prepared.targets, tracker.describe(), wall))
+    from orchestrator.results.predictions import correctness_from_mlflow
+    correctness = correctness_from_mlflow(logger.client, lambda t: logger.run_id_of(t.run_id))
+    print(summary.format_summary(trials, retuned, prepared.targets, tracker.describe(), wall,
+                                 correctness))
     failed = [o for o in outcomes(trials) if o.chosen.failed]
     write_report_files(prepared.name, tracker, options.report_dir)
     tracker.finish("FAILED" if failed else "FINISHED")

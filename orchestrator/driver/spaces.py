@@ -12,6 +12,7 @@ function (``space_from_dict``):
     llms: [flan-t5-xl, vicuna-7b]        # the paper's names; default both
     benchmarks: [scienceqa, iconqa]      # the paper's names; default both
     epochs: 4                            # any recipe key of TrialConfig applies to every cell
+    seeds: 3                             # each cell N times, seeds seed, seed+1, ... (default 1)
 
 or, instead of the grid keys, an explicit ``cells: [{benchmark, llm, method, sublayer, rank[,
 adapter, alpha]}, ...]``. A space is a list of ``Cell`` (paper names) plus those overrides;
@@ -53,6 +54,9 @@ OVERRIDE_KEYS: tuple[str, ...] = tuple(
     if f.name not in CELL_KEYS + ("model_path", "data_root", "cache_dir", "vit_cache_dir", "retune_of"))
 GRID_KEYS: tuple[str, ...] = ("methods", "ranks", "adapters", "alphas", "llms", "benchmarks")
 CELLS_KEY = "cells"
+SEEDS_KEY = "seeds"
+MAX_SEEDS = 100
+"""More repeats than this is a typo, not an experiment."""
 PAPER_LLMS: tuple[str, ...] = ("flan-t5-xl", "vicuna-7b")
 PAPER_BENCHMARKS: tuple[str, ...] = ("scienceqa", "iconqa")
 
@@ -71,10 +75,20 @@ class Space:
     """One cell per grid trial, in order, in the paper's names (flan-t5-xl, scienceqa, ...)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Recipe keys applied to every cell (OVERRIDE_KEYS), e.g. epochs or lr."""
+    seeds: int = 1
+    """Trials per cell, seeds seed .. seed + seeds - 1 (mean +- sd in Table 1)."""
 
     def __post_init__(self) -> None:
         if not self.cells:
             raise SpaceError(f"space {self.name!r}: the grid is empty (no cells)")
+        check_seeds(f"space {self.name!r}: {SEEDS_KEY!r}", self.seeds)
+
+
+def check_seeds(where: str, seeds: Any) -> int:
+    """A number of seeds per cell: an integer in [1, MAX_SEEDS] (else SpaceError naming it)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise SpaceError(f"{where} must be an integer from 1 to {MAX_SEEDS}, got {excerpt(repr(seeds))}")
+    return seeds
 
 
 def load_space(name_or_path: str) -> Space:
@@ -104,10 +118,11 @@ def space_from_dict(name: str, where: str, data: Any) -> Space:
     if not isinstance(data, dict):
         raise SpaceError(f"{where} must hold a mapping with keys {', '.join(GRID_KEYS)} (or "
                          f"{CELLS_KEY})")
-    unknown = set(data) - set(GRID_KEYS) - {CELLS_KEY} - set(OVERRIDE_KEYS)
+    unknown = set(data) - set(GRID_KEYS) - {CELLS_KEY, SEEDS_KEY} - set(OVERRIDE_KEYS)
     if unknown:
         raise SpaceError(f"{where}: unknown key(s) {key_list(unknown)}; allowed: "
-                         f"{', '.join(GRID_KEYS + (CELLS_KEY,) + OVERRIDE_KEYS)}")
+                         f"{', '.join(GRID_KEYS + (CELLS_KEY, SEEDS_KEY) + OVERRIDE_KEYS)}")
+    seeds = check_seeds(f"{where}: {SEEDS_KEY!r}", data.get(SEEDS_KEY, 1))
     overrides = {k: v for k, v in data.items() if k in OVERRIDE_KEYS}
     if CELLS_KEY in data:
         both = sorted(set(data) & set(GRID_KEYS))
@@ -120,7 +135,7 @@ def space_from_dict(name: str, where: str, data: Any) -> Space:
     if not cells:
         raise SpaceError(f"{where}: the grid is empty (methods x ranks x llms x benchmarks "
                          f"gives no cell)")
-    return Space(name=name, cells=cells, overrides=overrides)
+    return Space(name=name, cells=cells, overrides=overrides, seeds=seeds)
 
 
 def _grid_cells(where: str, data: dict[str, Any]) -> list[Cell]:

@@ -7,6 +7,7 @@ passes on, as objects, until the Ray boundary (tuner.grid_param_space).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,9 @@ def _pairs(option: str, args: list[str], allowed: tuple[str, ...]) -> list[tuple
 
 
 def trial_configs(space: Space, targets: Targets, *, cache_dir: str,
-                  extra: dict[str, Any] | None = None) -> list[TrialConfig]:
-    """One validated TrialConfig per cell, in the actual names (targets).
+                  extra: dict[str, Any] | None = None, seeds: int | None = None) -> list[TrialConfig]:
+    """Validated TrialConfigs, in the actual names (targets): one per cell and seed, a cell's
+    seeds next to each other (seed, seed + 1, ...; ``seeds`` default: the space's).
 
     ``extra`` (CLI overrides such as epochs, seed) wins over the space's overrides.
     """
@@ -87,7 +89,8 @@ def trial_configs(space: Space, targets: Targets, *, cache_dir: str,
                   "adapter": p.adapter, "alpha": p.alpha, **targets.llms[cell.llm],
                   **targets.benchmarks[cell.benchmark], **(extra or {}), "cache_dir": cache_dir}
         try:
-            trials.append(TrialConfig.from_dict(config))
+            first = TrialConfig.from_dict(config)
         except ValueError as err:
             raise SpaceError(f"space {space.name!r}, cell {cell.id}: {err}") from None
+        trials += [dataclasses.replace(first, seed=first.seed + i) for i in range(seeds or space.seeds)]
     return trials

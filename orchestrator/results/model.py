@@ -8,9 +8,12 @@ then picks a cell's trial with ``select`` (the paper's model selection) and writ
 Table 1, Figure 2 and the MLflow tags cannot disagree.
 
 Statuses: finished (ran to its final report: test accuracy at the best validation epoch),
-stopped (the scheduler stopped it: best-so-far validation accuracy, no test score), diverged,
-error (failed after its retries), running / interrupted (MLflow only: a sweep still running or
-killed).
+stopped (the scheduler stopped it; the sweep then scores its best-validation state on test from
+its checkpoint, orchestrator.driver.stopped_scores), diverged, error (failed after its
+retries), running / interrupted (MLflow only: a sweep still running or killed).
+
+Seeds: a cell run with several seeds has one trial per seed; its table value is the mean (and
+sd) over them (``CellOutcome.shown``), unless a retune replaced the cell.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.results.stats import mean_sd
 from trainables.cell import Cell
 from trainables.config import TrialConfig
 
@@ -29,9 +33,14 @@ MARK_RETUNED = "*"
 MARK_STOPPED = "†"
 MARK_DIVERGED = "‡"
 MARK_FAILED = "✗"
+MARK_BEST = "◆"
+MARK_TIED = "≈"
 LEGEND = (f"{MARK_RETUNED} retuned with a smaller learning rate; "
-          f"{MARK_STOPPED} stopped early by the scheduler: best validation accuracy, no test "
-          f"score; {MARK_DIVERGED} diverged; {MARK_FAILED} failed after its retries")
+          f"{MARK_STOPPED}k stopped early by the scheduler after k epochs (its test accuracy is "
+          f"that of its best-validation state); {MARK_DIVERGED} diverged; {MARK_FAILED} failed "
+          f"after its retries; {MARK_BEST} best test accuracy of its (benchmark, LLM) group, "
+          f"{MARK_TIED} statistically indistinguishable from it (paired test on per-problem "
+          f"test correctness: exact McNemar, or paired bootstrap over seeds, p >= 0.05)")
 
 
 def is_final_report(metrics: Mapping[str, Any]) -> bool:
@@ -73,6 +82,8 @@ class TrialResult:
     name: str = ""
     config: TrialConfig | None = None
     """The whole trial config (results read from Ray; None from MLflow)."""
+    seed: int | None = None
+    """The trial's seed (a cell run with --seeds N has N trials)."""
 
     @property
     def retuned(self) -> bool:
@@ -121,11 +132,17 @@ def select(trials: Sequence[TrialResult]) -> TrialResult:
 
 def marks(trial: TrialResult, *, markdown: bool = False) -> str:
     """The marks of a trial's table entry (LEGEND); the star escaped for markdown."""
+    return _marks([trial], markdown)
+
+
+def _marks(trials: Sequence[TrialResult], markdown: bool) -> str:
+    trial = trials[0]
     text = ""
     if trial.retuned:
         text += ("\\" if markdown else "") + MARK_RETUNED
-    if trial.accuracy[1]:
-        text += MARK_STOPPED
+    stopped = [str(t.epochs_run) for t in trials if t.stopped]
+    if stopped:
+        text += MARK_STOPPED + "/".join(stopped)
     if trial.diverged:
         text += MARK_DIVERGED
     if trial.failed:
@@ -143,6 +160,27 @@ class CellOutcome:
     @property
     def chosen(self) -> TrialResult:
         return select(self.trials)
+
+    @property
+    def shown(self) -> tuple[TrialResult, ...]:
+        """The trials the cell's value is the mean of: the chosen retune alone, else every grid
+        trial of the cell (one per seed), the chosen one first."""
+        chosen = self.chosen
+        if chosen.retuned:
+            return (chosen,)
+        return (chosen, *(t for t in self.trials if not t.retuned and t is not chosen))
+
+    def mean_sd(self, metric: str) -> tuple[float | None, float | None]:
+        """Mean and sd (None for one seed) over ``shown`` of ``test_acc`` or ``best_val_acc``;
+        (None, None) when one of them lacks it."""
+        values = [getattr(t, metric) for t in self.shown]
+        if not values or any(v is None for v in values):
+            return None, None
+        return mean_sd(values)
+
+    def marks(self, *, markdown: bool = False) -> str:
+        """The marks of the cell's entry: its chosen trial's, stopped epochs of every seed."""
+        return _marks(self.shown, markdown)
 
 
 def outcomes(trials: Sequence[TrialResult]) -> list[CellOutcome]:
@@ -171,4 +209,5 @@ def from_tune_result(result: Any) -> TrialResult:
         epochs_run=int(metrics.get("epoch") or 0), retune_of=config.retune_of, lr=config.lr,
         trainable_fraction=metrics.get("trainable_fraction"), history=history,
         time_s=float(metrics.get("time_total_s") or 0.0), error=error,
-        run_id=str(metrics.get("trial_id", "")), name=config.cell_id, config=config)
+        run_id=str(metrics.get("trial_id", "")), name=config.cell_id, config=config,
+        seed=config.seed)

@@ -19,8 +19,10 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from orchestrator.results.categories import write_categories
 from orchestrator.results.figures import Curve, Point, accuracy_vs_fraction, learning_curves
 from orchestrator.results.model import TrialResult
+from orchestrator.results.predictions import category_metrics, correctness_from_mlflow
 from orchestrator.results.table1 import Table1, build_table1, write_table1
 from orchestrator.tracking.mlflow_runs import TAG_PARENT, TAG_ROLE, trial_result
 from orchestrator.tracking.tracker import resolve_tracking_uri
@@ -114,6 +116,8 @@ class ReportFiles:
     curves: Path
     parent_run_id: str
     n_trials: int
+    categories_md: Path | None = None
+    """table1_categories.md (ScienceQA leaderboard categories), when any run has them."""
 
 
 def _default_out(experiment_name: str) -> Path:
@@ -122,8 +126,10 @@ def _default_out(experiment_name: str) -> Path:
 
 def write_report(experiment_name: str, tracking_uri: str | None = None,
                  out_dir: Path | None = None, parent_run_id: str | None = None,
-                 log_artifacts: bool = True) -> ReportFiles:
-    """Write Table 1 (md + csv), Figure 2 and the learning curves; log them to the parent run."""
+                 log_artifacts: bool = True, intervals: bool = False) -> ReportFiles:
+    """Write Table 1 (md + csv; with the runs' predictions: intervals and paired tests, the
+    intervals also in the markdown with ``intervals``), the category breakdown, Figure 2 and
+    the learning curves; log them to the parent run."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise ReportError(f"no tracking store at {uri} (the file does not exist); pass "
@@ -132,15 +138,16 @@ def write_report(experiment_name: str, tracking_uri: str | None = None,
     parent_run_id, trials = load_trials(client, experiment_name, parent_run_id)
     out = Path(out_dir) if out_dir is not None else _default_out(experiment_name)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table1(trials)
-    table_md, table_csv, cells_csv = write_table1(table, out)
+    table = build_table1(trials, correctness_from_mlflow(client))
+    table_md, table_csv, cells_csv = write_table1(table, out, intervals)
+    categories = write_categories(table, lambda t: category_metrics(client, t.run_id), out)
     figure2, curves = out / "figure2_accuracy_vs_fraction.png", out / "learning_curves.png"
     accuracy_vs_fraction(figure_points(trials, table)).savefig(figure2, dpi=120)
     learning_curves(trial_curves(client, trials)).savefig(curves, dpi=120)
     if log_artifacts:
         client.log_artifacts(parent_run_id, str(out), "report")
     return ReportFiles(out, table_md, table_csv, cells_csv, figure2, curves, parent_run_id,
-                       len(trials))
+                       len(trials), categories[0] if categories else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-run-id", default=None, help="default: the latest sweep run")
     parser.add_argument("--no-log-artifacts", action="store_true",
                         help="do not log the files to the parent run")
+    parser.add_argument("--intervals", action="store_true",
+                        help="also show each cell's 95%% interval in table1.md (always in "
+                             "table1_cells.csv)")
     args = parser.parse_args(argv)
     try:
         files = write_report(args.experiment, args.tracking_uri, args.out, args.parent_run_id,
-                             log_artifacts=not args.no_log_artifacts)
+                             log_artifacts=not args.no_log_artifacts, intervals=args.intervals)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
 """The end of a sweep on the console: counts, the best cell per group, Table 1 twice.
 
-Why these numbers: an ASHA-stopped trial never reached its test evaluation, so the cell keeps
-its best-so-far validation accuracy, marked. The validation table is therefore complete for
-every cell and is what "best cell" is chosen by (the paper's model selection); Table 1 shows
-test accuracy where a trial ran to its end. Both tables are ``orchestrator.results.table1`` over the
-results model (``orchestrator.results.model``), the same the report draws from MLflow.
+Why these numbers: "best cell" per group is chosen by best validation accuracy (the paper's
+model selection); Table 1 shows test accuracy in every cell (a trial ASHA stopped is scored on
+test from its best-validation checkpoint, marked with the epochs it trained) and, given the
+trials' predictions, which cells a paired test cannot tell apart from the best test accuracy of
+their group. Validation and test numbers are two separate tables. Both are
+``orchestrator.results.table1`` over the results model (``orchestrator.results.model``), the
+same the report draws from MLflow.
 """
 from __future__ import annotations
 
@@ -12,8 +14,18 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orchestrator.results.model import LEGEND, MARK_RETUNED, MARK_STOPPED, CellOutcome, TrialResult, outcomes
-from orchestrator.results.table1 import build_table1, text
+from orchestrator.results.model import (
+    FINISHED,
+    LEGEND,
+    MARK_BEST,
+    MARK_RETUNED,
+    MARK_STOPPED,
+    MARK_TIED,
+    CellOutcome,
+    TrialResult,
+    outcomes,
+)
+from orchestrator.results.table1 import Correctness, Table1, build_table1, text
 
 
 def best_per_group(trials: Sequence[TrialResult]) -> dict[tuple[str, str], CellOutcome]:
@@ -31,8 +43,9 @@ def best_per_group(trials: Sequence[TrialResult]) -> dict[tuple[str, str], CellO
 
 def _counts(cells: list[CellOutcome], retunes: Sequence[Any], wall_s: float) -> str:
     chosen = [c.chosen for c in cells]
-    done = sum(1 for t in chosen if t.test_acc is not None)
-    return (f"{len(cells)} cells: {done} ran to the end, "
+    done = sum(1 for t in chosen if t.status == FINISHED)
+    tested = sum(1 for c in cells if c.mean_sd("test_acc")[0] is not None)
+    return (f"{len(cells)} cells ({tested} with a test accuracy): {done} ran to the end, "
             f"{sum(1 for t in chosen if t.stopped)} stopped early by ASHA ({MARK_STOPPED}), "
             f"{sum(1 for t in chosen if t.diverged)} diverged, "
             f"{sum(1 for t in chosen if t.failed)} failed; {len(retunes)} retuned "
@@ -51,12 +64,28 @@ def _best_lines(trials: Sequence[TrialResult], names: Callable[[str], str]) -> l
     return lines
 
 
+def _tied_lines(table: Table1, names: Callable[[str], str]) -> list[str]:
+    """Per group: the best test accuracy and the cells a paired test cannot tell from it."""
+    groups: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    for key, st in table.stats.items():
+        entry = table.entries[key]
+        label = f"{entry.cell.row_label} r{entry.cell.peft.rank}"
+        best, tied = groups.get(entry.cell.group, ("", []))
+        if st.best_in_group:
+            best = f"{label} {100 * st.mean:.1f}"
+        elif st.indistinguishable:
+            tied.append(f"{label} {100 * st.mean:.1f} (p={st.versus_best.p_value:.2g})")
+        groups[entry.cell.group] = (best, tied)
+    return [f"  {names(b)} / {names(llm)}: {MARK_BEST} {best}; {MARK_TIED} "
+            f"{', '.join(tied) or 'none'}" for (b, llm), (best, tied) in sorted(groups.items())]
+
+
 def format_summary(trials: Sequence[TrialResult], retunes: Sequence[Any], targets: Any,
-                   tracking: str, wall_s: float) -> str:
+                   tracking: str, wall_s: float, correctness: Correctness | None = None) -> str:
     """Everything the user needs at the end of a sweep, in one block. ``trials``: the grid's
     and the retunes' (each cell shows its chosen trial); ``retunes``: orchestrator.driver.retune."""
     names = targets.display_name
-    table = build_table1(trials)
+    table = build_table1(trials, correctness)
     lines = ["", "=" * 30 + " sweep summary " + "=" * 30,
              _counts(outcomes(trials), retunes, wall_s), "",
              "best cell per group (by best validation accuracy):", *_best_lines(trials, names),
@@ -64,6 +93,9 @@ def format_summary(trials: Sequence[TrialResult], retunes: Sequence[Any], target
              "", "best validation accuracy (%):", text(table, "val", names),
              "", "Table 1: test accuracy (%) at the best validation epoch:",
              text(table, "table1", names)]
+    if table.stats:
+        lines += ["", "best test accuracy per group and the cells indistinguishable from it "
+                  "(paired test, p >= 0.05):", *_tied_lines(table, names)]
     if retunes:
         lines += ["", "retuned cells (*):"]
         lines += [f"  {r.describe()}" for r in retunes]

@@ -70,7 +70,8 @@ def trial_result(run: Run) -> TrialResult:
         epochs_run=int(m.get("epoch", 0)), retune_of=t.get(TAG_RETUNE_OF) or None,
         lr=float(lr) if lr not in (None, "None") else None,
         trainable_fraction=m.get("trainable_fraction"), time_s=float(m.get("wall_time_s", 0.0)),
-        run_id=run.info.run_id, name=run.info.run_name)
+        run_id=run.info.run_id, name=run.info.run_name,
+        seed=int(p["seed"]) if p.get("seed") not in (None, "None") else None)
 
 
 def parse_config(config: dict[str, Any]) -> TrialConfig | None:
@@ -317,6 +318,13 @@ class TrialRunLogger(Callback):
             if tid == trial_id:
                 return self.client.get_run(run.info.run_id)
         return None
+
+    def run_id_of(self, trial_id: str) -> str | None:
+        """The MLflow run id of a Tune trial id (None: no run)."""
+        if trial_id in self._runs:
+            return self._runs[trial_id].run_id
+        run = self._run_of(trial_id)
+        return None if run is None else run.info.run_id
 
     def test_metrics(self, trial_id: str) -> dict[str, float]:
         """The final test metrics already logged for a trial (empty if none)."""

@@ -45,7 +45,7 @@ class Sweep:
         params = dict(method=method, sublayer=sublayer, rank=rank, llm=LLM, benchmark=benchmark)
         metrics = [Metric("val_acc", best_val - 0.1 + 0.05 * e, 0, e) for e in (1, 2)]
         finals = {"best_val_acc": best_val, "trainable_fraction": fraction,
-                  "retuned": bool(retune_of)}
+                  "retuned": bool(retune_of), "epoch": 2}
         if test is not None:
             finals["test_acc"] = test
         metrics += [Metric(k, float(v), 0, 2) for k, v in finals.items()]
@@ -93,14 +93,18 @@ def test_table1_numbers_equal_the_runs_metrics(sweep, tmp_path):
     assert table["baseline/none"][f"{BENCH} no LoRA"] == "38.00"
     assert table["llm_lora/all"][f"{BENCH} r1"] == "59.12"
     assert table["llm_lora/all"][f"{BENCH} r2"] == "65.43"
-    assert table["qformer_lora/ffn"][f"{BENCH} r1"] == "55.00"  # stopped: best val acc
+    # stopped and (here) never scored on test: no number, never its validation accuracy
+    stopped = table["qformer_lora/ffn"]
+    assert stopped[f"{BENCH} r1"] == "" and stopped[f"{BENCH} r1 marks"] == "†2"
+    assert (stopped[f"{BENCH} r1 status"], stopped[f"{BENCH} r1 epochs"]) == ("stopped", "2")
     # the retune replaced the diverged run
     assert table["qformer_lora/ffn"][f"{BENCH} r2"] == "56.11"
     md = files.table_md.read_text()
     assert "| llm_lora/all | tiny-t5 |  | 59.12 | **65.43** |" in md  # best of the row bold
-    assert "55.00†" in md and "56.11\\*" in md and "10.00" not in md
+    assert "55.00" not in md and "–†2" in md and "56.11\\*" in md and "10.00" not in md
     cells = {(c["method"], c["rank"]): c for c in rows(files.cells_csv)}
-    assert cells[("qformer_lora/ffn", "1")]["metric"] == "best_val_acc"
+    assert (cells[("qformer_lora/ffn", "1")]["test_acc"], cells[("qformer_lora/ffn", "1")]
+            ["best_val_acc"]) == ("", "55.00")
     assert cells[("qformer_lora/ffn", "2")]["retuned"] == "1"
 
 
@@ -112,16 +116,16 @@ def test_a_diverged_run_loses_its_cell_even_with_the_higher_accuracy(store, tmp_
     s.trial("llm_lora", "all", 8, 0.70, None, 0.05, status="diverged")  # alone: still shown
     files = write_report("sweep-r", s.uri, tmp_path / "out")
     cells = {c["rank"]: c for c in rows(files.cells_csv)}
-    assert (cells["4"]["accuracy"], cells["4"]["status"], cells["4"]["retuned"]) == ("48.00", "finished", "1")
-    assert (cells["8"]["accuracy"], cells["8"]["status"]) == ("70.00", "diverged")
-    assert "48.00\\*" in files.table_md.read_text() and "70.00†‡" in files.table_md.read_text()
+    assert (cells["4"]["test_acc"], cells["4"]["status"], cells["4"]["retuned"]) == ("48.00", "finished", "1")
+    assert (cells["8"]["test_acc"], cells["8"]["status"]) == ("", "diverged")
+    assert "48.00\\*" in files.table_md.read_text() and "| –‡ |" in files.table_md.read_text()
 
 
 def test_table1_and_figure2_separate_adapters(sweep, tmp_path):
     sweep.trial("qformer_lora", "ffn", 1, 0.62, 0.61, 0.012, adapter="dora")
     files = write_report("sweep-r", sweep.uri, tmp_path / "out")
     table = {r["method"]: r for r in rows(files.table_csv)}
-    assert table["qformer_lora/ffn"][f"{BENCH} r1"] == "55.00"  # the plain LoRA cell, stopped
+    assert table["qformer_lora/ffn"][f"{BENCH} r1 marks"] == "†2"  # the plain LoRA cell, stopped
     assert table["qformer_lora/ffn dora"][f"{BENCH} r1"] == "61.00"
     methods = [r["method"] for r in rows(files.table_csv)]
     assert methods.index("qformer_lora/ffn dora") == methods.index("qformer_lora/ffn") + 1

@@ -51,11 +51,11 @@ def test_selection_best_val_diverged_loses_ties_keep_the_grid_trial():
 
 def test_marks():
     assert marks(trial(0.6, 0.5)) == ""
-    assert marks(trial(0.6, None, STOPPED)) == "†"
+    assert marks(trial(0.6, None, STOPPED)) == "†3"  # stopped after its 3 epochs
     assert marks(trial(0.6, 0.5, retune=True)) == "*"
     assert marks(trial(0.6, 0.5, retune=True), markdown=True) == "\\*"
-    assert marks(trial(0.1, None, DIVERGED)) == "†‡"
-    assert marks(trial(0.1, None, ERROR)) == "†✗"
+    assert marks(trial(0.1, None, DIVERGED)) == "‡"
+    assert marks(trial(0.1, None, ERROR)) == "✗"
 
 
 def test_outcomes_group_by_cell_in_order():

@@ -32,14 +32,15 @@ def test_table_has_rows_method_by_llm_and_columns_benchmark_by_rank():
     assert lines[0].split()[2:] == ["scienceqa", "no", "LoRA", "scienceqa", "r1", "scienceqa",
                                     "r2", "iconqa", "r1", "iconqa", "r2"]
     qformer = next(line for line in lines if "qformer_lora/ffn " in line and "dora" not in line)
-    assert qformer.split() == ["flan-t5-xl", "qformer_lora/ffn", "60.0", "40.0†", "30.0*",
+    assert qformer.split() == ["flan-t5-xl", "qformer_lora/ffn", "60.0", "40.0†1", "30.0*",
                                "35.0"]
     dora = next(line for line in lines if "qformer_lora/ffn dora" in line)
     assert dora.split()[-1] == "45.0" and lines.index(dora) == lines.index(qformer) + 1
     baseline = next(line for line in lines if "baseline" in line)
     assert baseline.split()[2:] == ["50.0"]
     test = text(build_table1(ROWS), "table1", NAMES)
-    assert "58.0" in test and "40.0†" in test and "29.0*" in test
+    # test only: the stopped trial without a test score shows its marks, never its val number
+    assert "58.0" in test and "–†1" in test and "29.0*" in test and "40.0" not in test
 
 
 def test_best_per_group_and_summary_text():
@@ -48,6 +49,6 @@ def test_best_per_group_and_summary_text():
     assert best[("synth-iconqa", "tiny-t5")].cell.peft.adapter == "dora"
     summary = format_summary(ROWS, [], resolve_targets([], [], []),
                              '{"tracking_uri": "sqlite:///m.db", "experiment": "sweep-x"}', 12.0)
-    assert "6 cells: 5 ran to the end, 1 stopped early" in summary
+    assert "6 cells (5 with a test accuracy): 5 ran to the end, 1 stopped early" in summary
     assert "qformer_lora/ffn dora r2  val 45.0  test 44.0" in summary
     assert "mlflow ui --backend-store-uri sqlite:///m.db" in summary and "sweep-x" in summary
