@@ -45,11 +45,11 @@ def _counts(cells: list[CellOutcome], retunes: Sequence[Any], wall_s: float) -> 
     chosen = [c.chosen for c in cells]
     done = sum(1 for t in chosen if t.status == FINISHED)
     tested = sum(1 for c in cells if c.mean_sd("test_acc")[0] is not None)
-    return (f"{len(cells)} cells ({tested} with a test accuracy): {done} ran to the end, "
+    return (f"{len(cells)} cells: {done} ran to the end, "
             f"{sum(1 for t in chosen if t.stopped)} stopped early by ASHA ({MARK_STOPPED}), "
             f"{sum(1 for t in chosen if t.diverged)} diverged, "
             f"{sum(1 for t in chosen if t.failed)} failed; {len(retunes)} retuned "
-            f"({MARK_RETUNED}); "
+            f"({MARK_RETUNED}); {tested} of {len(cells)} with a test accuracy; "
             f"wall time {wall_s:.0f} s")
 
 

@@ -57,7 +57,7 @@ def test_one_child_run_per_trial_under_one_parent(tracked_sweep):
                             f"&metric_key=val_acc")["metrics"]
         assert [m["step"] for m in history] == [1, 2]  # one point per epoch, step = epoch
         files = rest(url, f"artifacts/list?run_id={child['info']['run_id']}")["files"]
-        assert {f["path"] for f in files} == {"config.json", "checkpoint"}  # via the server
+        assert {f["path"] for f in files} == {"config.json", "checkpoint", "predictions"}  # via the server
 
 
 def test_search_for_the_best_run_by_val_acc_returns_the_expected_trial(tracked_sweep):

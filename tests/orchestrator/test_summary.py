@@ -49,6 +49,7 @@ def test_best_per_group_and_summary_text():
     assert best[("synth-iconqa", "tiny-t5")].cell.peft.adapter == "dora"
     summary = format_summary(ROWS, [], resolve_targets([], [], []),
                              '{"tracking_uri": "sqlite:///m.db", "experiment": "sweep-x"}', 12.0)
-    assert "6 cells (5 with a test accuracy): 5 ran to the end, 1 stopped early" in summary
+    assert "6 cells: 5 ran to the end, 1 stopped early" in summary
+    assert "5 of 6 with a test accuracy" in summary
     assert "qformer_lora/ffn dora r2  val 45.0  test 44.0" in summary
     assert "mlflow ui --backend-store-uri sqlite:///m.db" in summary and "sweep-x" in summary
