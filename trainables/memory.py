@@ -14,6 +14,8 @@ Peak = weights + max(training, scoring) + overhead, where
 - scoring (no grad, AdamW states still resident): one layer's working set plus the KV caches
   the batched scorer holds: T5's cross-attention keys/values per candidate, LLaMA's prefix
   cache repeated per candidate (trainables.scoring), and the candidates' logits;
+- checkpointing (CPU only: the copies live in host memory): AdamW states + the last and best
+  fp32 copies of what trains, after the gradients are freed;
 - overhead: CUDA context + allocator slack on GPU; interpreter, libraries and malloc arenas on
   CPU (measured: tests/trainables/test_memory.py, the real-size tests).
 
@@ -301,11 +303,14 @@ def estimate_memory(s: ModelShape, c: ParamCounts, m: MemorySetup) -> MemoryEsti
     adam, grads = 8 * c.trainable, 4 * c.trainable
     train = grads + adam + training_activation_bytes(s, c, m)
     score = adam + scoring_bytes(s, m)
-    dynamic = max(train, score)
+    # writing a checkpoint: the last and best fp32 copies of what trains (host memory: on a GPU
+    # they do not count), while gradients are already freed; its own phase, not an addition
+    checkpoint = adam + (8 * c.trainable if m.device == "cpu" else 0)
+    dynamic = max(train, score, checkpoint)
     if m.device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + int(CUDA_ALLOCATOR_SLACK * (weights + dynamic))
-    else:  # + the last/best trainable copies a checkpoint is written from
-        overhead = CPU_BASE_RSS_BYTES + int(CPU_MALLOC_SLACK * dynamic) + 8 * c.trainable
+    else:
+        overhead = CPU_BASE_RSS_BYTES + int(CPU_MALLOC_SLACK * dynamic)
     return MemoryEstimate(weights_bytes=weights, optimizer_bytes=grads + adam,
                           activation_bytes=train - grads - adam, scoring_bytes=score - adam,
                           overhead_bytes=overhead, peak_bytes=weights + dynamic + overhead)
