@@ -147,7 +147,7 @@ def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: 
                                resume=restoring,
                                state_uri=state_uri(tn.experiment_path(settings.storage, name)))
     if restoring:
-        tuner = tn.restore_tuner(trainable, name, settings, scheduler)
+        tuner = tn.restore_tuner(trainable, name, settings, scheduler, space)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 2))
         search = OptunaSearch(metric=METRIC, mode=MODE, sampler=sampler)

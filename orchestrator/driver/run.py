@@ -247,7 +247,7 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
     started = time.monotonic()
     space = tn.grid_param_space(prepared.trials)
     if options.resume:
-        grid = tn.restore_tuner(trainable, prepared.name, settings, scheduler)
+        grid = tn.restore_tuner(trainable, prepared.name, settings, scheduler, space)
     else:
         grid = tn.build_tuner(trainable, space, prepared.name, settings, scheduler,
                               trials=prepared.trials)

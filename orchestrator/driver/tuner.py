@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import re
 import sys
 from collections.abc import Callable
@@ -34,6 +35,8 @@ LEGACY_MODULES: dict[str, str] = {
 """Where the classes an experiment pickles (the namer, the sample_from picks, the scheduler, the
 tracking callback) lived before orchestrator/ was split into parts: restoring an experiment
 started then unpickles them by these names."""
+TUNER_PKL = "tuner.pkl"
+"""Tune's own record of a Tuner in the experiment directory (ray.tune.impl.tuner_internal)."""
 EXPERIMENT_STATE_PERIOD_S = "1"
 """Seconds between experiment-state snapshots: a SIGKILLed sweep loses at most ~1 s of it."""
 
@@ -188,20 +191,48 @@ def alias_legacy_modules() -> None:
         sys.modules.setdefault(old, importlib.import_module(new))
 
 
+def started_param_keys(storage: str, name: str) -> set[str] | None:
+    """The top-level param-space keys the experiment was started with (Tune keeps only their
+    flattened names in tuner.pkl, not the space); None when tuner.pkl does not say."""
+    path = experiment_path(storage, name) + "/" + TUNER_PKL
+    fs, fs_path = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else \
+        (pyarrow.fs.LocalFileSystem(), path)
+    alias_legacy_modules()
+    with fs.open_input_stream(fs_path) as f:
+        state = pickle.loads(f.read())  # noqa: S301 -- Tune unpickles this very file to restore
+    keys = state.get("__flattened_param_space_keys") if isinstance(state, dict) else None
+    return None if keys is None else {k.split("/")[0] for k in keys}
+
+
+def fit_param_space(param_space: dict[str, Any], keys: set[str] | None) -> dict[str, Any]:
+    """``param_space`` with exactly the experiment's top-level ``keys``: a key this version has
+    and the experiment did not is left out, one it had and this version lacks is None (the trial
+    config's default). Tune accepts a re-specified space only with the same keys."""
+    if keys is None:
+        return param_space
+    return {k: param_space.get(k) for k in sorted(keys)}
+
+
 def restore_tuner(trainable: Callable, name: str, settings: TunerSettings,
-                  scheduler: Any = None) -> tune.Tuner:
+                  scheduler: Any = None, param_space: dict[str, Any] | None = None) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials stay finished, unfinished ones resume
     from their last checkpoint, errored ones resume too (they get their retries again).
 
-    The experiment's own param space (pickled with it) is kept: Tune accepts a re-specified one
-    only with exactly the same keys, and a sweep started by an earlier version of this code has
-    other config keys (e.g. none for the adapter), which its trials still parse into the same
-    cells (trainables.cell: the paper's plain LoRA keeps its id). ``scheduler`` replaces the
-    one pickled at the start, whose rung records are empty (orchestrator.driver.scheduler_state)."""
+    ``param_space`` (this sweep's, as ``build_tuner`` got it) must be given again: Tune pickles
+    only its key names, and without it the grid's ``sample_from`` values of trials not yet
+    started stay unresolved placeholders (measured: "rank must be an integer, got ('__fn_ph',
+    ...)"). It is fitted to the keys the experiment started with (``fit_param_space``), so a
+    sweep started by an earlier version of this code, with other config keys (e.g. none for
+    the adapter), resumes too: its trials parse into the same cells (trainables.cell: the
+    paper's plain LoRA keeps its id). ``scheduler`` replaces the one pickled at the start,
+    whose rung records are empty (orchestrator.driver.scheduler_state)."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     alias_legacy_modules()
+    if param_space is not None:
+        param_space = fit_param_space(param_space, started_param_keys(settings.storage, name))
     tuner = tune.Tuner.restore(experiment_path(settings.storage, name),
                                trainable=with_resources(cell_trainable(trainable), settings),
+                               param_space=param_space,
                                resume_unfinished=True, resume_errored=True, restart_errored=False)
     # Tune restores the run config from tuner.pkl; this sweep's callbacks (a tracker attached to
     # the existing parent run, maybe at another --tracking-uri) and reporter replace the pickled

@@ -260,7 +260,10 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
                                 "lr": str(default_lr("llm_lora", "tiny-t5")), "epochs": "4",
                                 "batch_size": str(recipe.batch_size),
                                 "grad_accum": str(recipe.grad_accum), "seed": "0",
-                                "adapter": "lora", "alpha": "fixed8"}
+                                "adapter": "lora", "alpha": "fixed8",
+                                # the recipe's frozen-weight dtype and checkpointing, resolved
+                                "weight_dtype": str(recipe.weight_dtype),
+                                "activation_checkpointing": "auto", "random_weights": "False"}
     m = full.data.metrics
     assert m["test_acc"] == pytest.approx(expected_val_acc(configs[1], 4) - 0.01)
     assert m["trainable_fraction"] == pytest.approx(0.0102) and m["lora_params"] == 20

@@ -33,3 +33,25 @@ def test_the_grouped_schedulers_group_function_loads_by_its_old_module():
                                                       b"orchestrator.spaces")
     alias_legacy_modules()
     assert pickle.loads(text)({"benchmark": "b", "llm": "l"}) == ("b", "l")
+
+
+def test_resume_fits_this_versions_param_space_to_the_experiments_keys(tmp_path):
+    from orchestrator.driver.tuner import fit_param_space, grid_param_space, started_param_keys
+    from trainables.config import TrialConfig
+
+    trial = TrialConfig.from_dict({**OLD_CONFIG, "cache_dir": "/c"})
+    space = grid_param_space([trial])
+    exp = tmp_path / "sweep-old"
+    exp.mkdir()
+    # What Tune keeps in tuner.pkl: the flattened key names only (here: an old sweep's, without
+    # the adapter keys and with one key this version no longer has).
+    old_keys = ["cell_index/grid_search", "benchmark", "llm", "lr", "method", "rank", "sublayer",
+                "retired_key"]
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({"__flattened_param_space_keys": old_keys}))
+    keys = started_param_keys(str(tmp_path), "sweep-old")
+    assert keys == {"cell_index", "benchmark", "llm", "lr", "method", "rank", "sublayer",
+                    "retired_key"}
+    fitted = fit_param_space(space, keys)
+    assert set(fitted) == keys and "adapter" in space and fitted["retired_key"] is None
+    assert fitted["rank"] is space["rank"]  # the sample_from picks themselves, resolvable again
+    assert fit_param_space(space, None) is space
