@@ -273,7 +273,7 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     assert [h.step for h in history] == [1, 2, 3, 4]
     assert full.data.tags["status"] == "finished" and full.info.status == "FINISHED"
     artifacts = {a.path for a in t.client.list_artifacts(full.info.run_id)}
-    assert artifacts == {"checkpoint", "config.json"}
+    assert artifacts == {"checkpoint", "config.json", "predictions"}
     stopped = runs["synth-scienceqa|tiny-t5|qformer_lora/ffn|r4"]
     assert stopped.data.tags["status"] == "stopped" and "test_acc" not in stopped.data.metrics
     assert stopped.data.metrics["stopped_at_epoch"] == 2
