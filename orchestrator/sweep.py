@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from orchestrator.driver.options import OptionError, SweepOptions
+from orchestrator.driver.options import AUGMENT_CHOICES, OptionError, SweepOptions
 from orchestrator.driver.spaces import SPACE_MODULES, SpaceError
 from trainables.defaults import RUNG_METRICS
 from trainables.excerpt import one_line
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "mean +- sd (default: the space's 'seeds', else 1)")
     what.add_argument("--cache-dir", default=".cache/prepared",
                       help="where prepared benchmark Parquet is kept (default .cache/prepared)")
-    what.add_argument("--augment", choices=("on", "off"),
+    what.add_argument("--augment", choices=AUGMENT_CHOICES,
                       help="random resized crop + flip in training (default: the recipe's: on for the "
                            "real models, as in the paper; off for the tiny stand-ins). off: the ViT "
                            "feature cache serves training too and trials release the ViT (faster, "

@@ -13,6 +13,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from trainables.excerpt import excerpt
+
+AUGMENT_CHOICES: tuple[str, ...] = ("on", "off")
+"""--augment's values (the parser's choices)."""
+_TRIAL_KEYS: tuple[str, ...] = ("seed", "epochs", "weight_dtype", "activation_checkpointing")
+"""Options that are trial config keys of the same name and value."""
+
 
 class OptionError(ValueError):
     """Contradictory or out-of-range sweep options; the message names the option."""
@@ -84,6 +91,8 @@ class SweepOptions:
             raise OptionError("--vit-cache-dir/--vit-cache-max-gb contradict --no-vit-cache")
         if self.vit_cache_max_gb is not None and not self.vit_cache_max_gb > 0:
             raise OptionError(f"--vit-cache-max-gb must be > 0, got {self.vit_cache_max_gb}")
+        if self.augment not in (None, *AUGMENT_CHOICES):
+            raise OptionError(f"--augment must be one of {', '.join(AUGMENT_CHOICES)}, got {excerpt(self.augment)}")
 
     def _check_modes(self) -> None:
         if self.resume and self.dry_run:
@@ -98,9 +107,10 @@ class SweepOptions:
         if self.no_retune and self.retune_samples is not None:
             raise OptionError("--retune-samples contradicts --no-retune")
 
-    def vit_cache_overrides(self) -> dict[str, Any]:
-        """Trial config keys of --augment and the --*vit-cache* options (only those given)."""
-        out: dict[str, Any] = {}
+    def trial_overrides(self) -> dict[str, Any]:
+        """The trial config keys the command line sets (only those given): they win over the
+        space's overrides, in the trials (driver.prepare) and in the dry-run plan alike."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in _TRIAL_KEYS if getattr(self, k) is not None}
         if self.augment is not None:
             out["augment"] = self.augment == "on"
         if self.no_vit_cache:

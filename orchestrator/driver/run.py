@@ -48,11 +48,7 @@ def prepare(options: SweepOptions) -> Prepared:
     """Space + targets + trial configs, validated (raises SpaceError/SweepError)."""
     space = load_space(options.space)
     targets = resolve_targets(list(options.llm), list(options.benchmark), list(options.data_root))
-    extra = {k: v for k, v in (("seed", options.seed), ("epochs", options.epochs),
-                               ("weight_dtype", options.weight_dtype),
-                               ("activation_checkpointing", options.activation_checkpointing))
-             if v is not None}
-    extra.update(options.vit_cache_overrides())
+    extra = options.trial_overrides()
     cache_dir = str(Path(options.cache_dir).expanduser().resolve())
     trials = trial_configs(space, targets, cache_dir=cache_dir, extra=extra, seeds=options.seeds)
     if options.random_weights:
@@ -89,12 +85,9 @@ def _with_random_weights(trials: list[TrialConfig]) -> list[TrialConfig]:
 def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     """Print the plan at the real model sizes (meta device) and exit; Ray never starts."""
     from orchestrator.driver import plan, vit_savings
-    epochs = {"epochs": options.epochs} if options.epochs is not None else {}
-    setting = vit_savings.setting_from_overrides(
-        {**prepared.space.overrides, **epochs, **options.vit_cache_overrides()})
-    memory = {k: v for k, v in (("weight_dtype", options.weight_dtype),
-                                ("activation_checkpointing", options.activation_checkpointing)) if v}
-    trials = vit_savings.apply(plan.build_plan(prepared.space, memory), setting)
+    overrides = {**prepared.space.overrides, **options.trial_overrides()}  # as in the trials
+    setting = vit_savings.setting_from_overrides(overrides)
+    trials = vit_savings.apply(plan.build_plan(prepared.space, overrides), setting)
     print(plan.format_plan(trials))
     print(vit_savings.format_savings(trials, setting))
     if options.plan_out:

@@ -32,6 +32,7 @@ from typing import Any
 
 from orchestrator.driver import plan as plan_mod
 from trainables import defaults
+from trainables.excerpt import excerpt
 
 SPLIT_PROBLEMS: dict[str, dict[str, int]] = {
     "scienceqa": {"train": 6218, "val": 2097, "test": 2017},
@@ -46,7 +47,8 @@ UTILISATION = 0.4
 
 @dataclass(frozen=True)
 class CacheSetting:
-    """How the trials of a space use the cache (from the space's overrides and the CLI)."""
+    """How the trials of a space use the cache: the space's overrides with the command line's
+    (setting_from_overrides), at the real models' recipe for what neither sets."""
 
     enabled: bool
     augment: bool | None
@@ -54,12 +56,22 @@ class CacheSetting:
     epochs: int | None
     """None: the recipe's (paper: 15)."""
 
+    def __post_init__(self) -> None:
+        for name, value in (("vit_cache", self.enabled), ("augment", self.augment)):
+            if not isinstance(value, bool) and not (value is None and name == "augment"):
+                raise ValueError(f"{name} must be true or false, got {excerpt(value)}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise ValueError(f"epochs must be an integer >= 1, got {excerpt(self.epochs)}")
+
 
 def setting_from_overrides(overrides: dict[str, Any]) -> CacheSetting:
-    """The cache setting of a space's trials: its overrides with the CLI's extras applied (not
-    the stand-ins' resolved configs: the plan is at the real models' recipe)."""
+    """The cache setting of a space's trials from its merged overrides (space, then CLI); not
+    from the stand-ins' resolved configs: the plan is at the real models' recipe. A key the
+    overrides leave out takes its default (defaults.VIT_CACHE; the recipe's augment/epochs);
+    a value of the wrong type raises ValueError naming the key."""
     enabled = overrides.get("vit_cache")
-    return CacheSetting(enabled=defaults.VIT_CACHE if enabled is None else bool(enabled),
+    return CacheSetting(enabled=defaults.VIT_CACHE if enabled is None else enabled,
                         augment=overrides.get("augment"), epochs=overrides.get("epochs"))
 
 
@@ -91,14 +103,15 @@ def _groups(plan: Sequence[Any]) -> Counter:
 def apply(plan: Sequence[Any], setting: CacheSetting) -> list[Any]:
     """The plan's trials with ``vit_cache_flops_saved`` and, where the trunk is released, the GPU
     memory without it (module docstring)."""
-    if not setting.enabled:
-        return [dataclasses.replace(plan_mod.with_vit_resident(t, True), vit_cache_flops_saved=0) for t in plan]
+    if not setting.enabled:  # build_plan's trials keep the trunk: nothing to refit
+        return [dataclasses.replace(t, vit_resident=True, vit_cache_flops_saved=0) for t in plan]
     groups, out = _groups(plan), []
     for trial in plan:
         epochs, augment = _resolved(trial, setting)
         saved = _saved(trial, epochs, augment, groups[(trial.llm, trial.benchmark)])
-        refit = plan_mod.with_vit_resident(trial, augment)  # memory and fits without the trunk
-        out.append(dataclasses.replace(refit, vit_cache_flops_saved=int(saved)))
+        if not augment:  # every image is cached: memory and fits without the trunk
+            trial = plan_mod.with_vit_resident(trial, False)
+        out.append(dataclasses.replace(trial, vit_cache_flops_saved=int(saved)))
     return out
 
 

@@ -71,3 +71,56 @@ def test_cache_options_reach_every_trial_config(tmp_path):
         assert t.vit_cache_dir.endswith("/rel/dir") and t.vit_cache_dir.startswith("/") and t.vit_cache_max_gb == 2
     default = trials("--cache-dir", str(tmp_path))[0]
     assert default.vit_cache and default.vit_cache_dir == str(tmp_path.resolve() / "vit-features")
+
+
+def test_the_setting_takes_defaults_from_one_place_and_rejects_values_of_the_wrong_type():
+    from trainables import defaults
+    assert vit_savings.setting_from_overrides({"lr": 1e-4}) == CacheSetting(defaults.VIT_CACHE, None, None)
+    assert vit_savings.setting_from_overrides({"vit_cache": False, "augment": False, "epochs": 3}) \
+        == CacheSetting(False, False, 3)
+    for bad, name in (({"vit_cache": "no"}, "vit_cache"), ({"augment": "off"}, "augment"),
+                      ({"epochs": 0}, "epochs"), ({"epochs": True}, "epochs")):
+        with pytest.raises(ValueError, match=name):
+            vit_savings.setting_from_overrides(bad)
+
+
+def test_an_augment_value_the_parser_does_not_know_fails_loudly():
+    from orchestrator.driver.options import OptionError
+    with pytest.raises(OptionError, match="--augment"):
+        SweepOptions(space="smoke", augment="yes")
+    assert SweepOptions(space="smoke", augment="off").trial_overrides() == {"augment": False}
+    assert SweepOptions(space="smoke", epochs=3, seed=5, no_vit_cache=True).trial_overrides() \
+        == {"epochs": 3, "seed": 5, "vit_cache": False}
+
+
+def _dry_plan(tmp_path, space_text, *argv):
+    space, out = tmp_path / "space.yaml", tmp_path / "plan.json"
+    space.write_text(space_text)
+    assert main(["--space", str(space), "--dry-run", "--plan-out", str(out), *argv]) == 0
+    return json.loads(out.read_text())
+
+
+def test_the_dry_run_reads_the_space_overrides_and_the_command_line_wins(tmp_path, capsys):
+    space = "methods: [baseline]\nllms: [flan-t5-xl]\nbenchmarks: [scienceqa]\n"
+    paper = _dry_plan(tmp_path, space)[0]  # recipe: 15 epochs, augmentation on
+    released = _dry_plan(tmp_path, space + "augment: false\n")[0]
+    assert paper["vit_resident"] and not released["vit_resident"]
+    assert released["est_gpu_memory_bytes"] < paper["est_gpu_memory_bytes"]
+    assert released["vit_cache_flops_saved"] > paper["vit_cache_flops_saved"] > 0
+    assert _dry_plan(tmp_path, space + "augment: false\n", "--augment", "on")[0] == paper
+    three = _dry_plan(tmp_path, space + "epochs: 3\n")[0]
+    n, flops = SPLIT_PROBLEMS["scienceqa"], paper["vit_flops_per_image"]
+    assert three["vit_cache_flops_saved"] == int((3 * n["val"] + n["test"] - n["val"] - n["test"]) * flops)
+    assert _dry_plan(tmp_path, space + "epochs: 3\n", "--epochs", "15")[0] == paper
+    capsys.readouterr()
+    off = _dry_plan(tmp_path, space + "augment: false\n", "--no-vit-cache")[0]
+    assert off["vit_cache_flops_saved"] == 0 and off["vit_resident"]
+    assert "ViT feature cache: off" in capsys.readouterr().out
+
+
+def test_a_space_whose_cache_key_has_the_wrong_type_fails_before_the_plan(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("methods: [baseline]\nvit_cache: maybe\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--space", str(space), "--dry-run"])
+    assert exit_.value.code == 2 and "vit_cache must be true or false" in capsys.readouterr().err
