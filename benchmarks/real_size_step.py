@@ -14,10 +14,10 @@ samples/s and, on CUDA, MFU from the planner's FLOPs.
 
 On CPU, Flan-T5-XL runs at full depth; Vicuna-7B keeps its full width but only as many LLM
 layers as fit ``--rss-budget-gib`` by the planner's own estimate for the very problems it will
-train on (the output says how many): its 32 layers alone are 13 GB of bf16 weights, and the
-machine is shared. Each configuration also writes its adapter checkpoint, as a trial does.
-The first step is timed too (CPU has no warm-up to speak of); the median of the steps is
-reported. Ends with ONE JSON line, ratios first.
+train on, one depth for all three methods so that their step times compare (the output says
+how many): its 32 layers alone are 13 GB of bf16 weights, and the machine is shared. Each
+configuration also writes its adapter checkpoint, as a trial does. The first step is timed too
+(CPU has no warm-up to speak of); the median of the steps is reported. Ends with ONE JSON line, ratios first.
 """
 from __future__ import annotations
 
@@ -86,6 +86,13 @@ def max_text_layers(config: dict[str, Any], budget_bytes: int) -> int | None:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if fits(mid) else (low, mid - 1)
     return low
+
+
+def common_text_layers(configs: list[dict[str, Any]], budget_bytes: int) -> int | None:
+    """One depth for every method of an LLM (the deepest all fit): step times and samples/s
+    compare methods only when they run the same model."""
+    depths = [max_text_layers(c, budget_bytes) for c in configs]
+    return None if all(d is None for d in depths) else min(d for d in depths if d is not None)
 
 
 def child_config(llm: str, peft: PeftSetup, batch: int, cache: str, text_layers: int | None,
@@ -234,10 +241,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     with tempfile.TemporaryDirectory(prefix="real-size-") as cache:
         for llm in args.llm or ["flan-t5-xl", "vicuna-7b"]:
-            for peft in METHODS:
-                config = child_config(llm, peft, args.batch_size, cache, None)
-                if args.device == "cpu" and llm in FEWER_LAYERS_ON_CPU:
-                    config["text_layers"] = max_text_layers(config, int(args.rss_budget_gib * 2**30))
+            configs = [child_config(llm, peft, args.batch_size, cache, None) for peft in METHODS]
+            if args.device == "cpu" and llm in FEWER_LAYERS_ON_CPU:
+                layers = common_text_layers(configs, int(args.rss_budget_gib * 2**30))
+                configs = [{**c, "text_layers": layers} for c in configs]
+            for config in configs:
                 results.append(run_child(config, args.device, args.steps, args.timeout))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))

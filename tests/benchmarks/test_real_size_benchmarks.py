@@ -45,6 +45,10 @@ def test_vicuna_keeps_full_width_and_as_many_layers_as_the_budget_allows(tmp_pat
     assert real_size_step.max_text_layers(config, 200 * 2**30) is None  # all 32 fit
     layers = real_size_step.max_text_layers(config, 12 * 2**30)
     assert layers is not None and 4 <= layers < 32
+    # every method runs at one depth, the deepest all fit (baseline's trained Q-Former costs more)
+    baseline = {**config, "method": "baseline", "sublayer": "none", "rank": 0}
+    common = real_size_step.common_text_layers([baseline, config], 12 * 2**30)
+    assert common == min(real_size_step.max_text_layers(baseline, 12 * 2**30), layers)
 
 
 def test_gpu_check_scoring_speedup_flow_on_cpu(tmp_path):
