@@ -49,7 +49,8 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "loop": Target(("trainables/loop.py",), ("tests/trainables/test_loop.py",
+    "loop": Target(("trainables/loop.py",), ("tests/trainables/test_loop_control.py",
+                                             "tests/trainables/test_loop.py",
                                              "tests/trainables/test_loop_selection.py"),
                    "epoch loop, best-state selection and restore, divergence rule"),
     "scoring": Target(("trainables/scoring.py",), ("tests/trainables/test_scoring.py",),
@@ -62,7 +63,8 @@ TARGETS: dict[str, Target] = {
     "table1": Target(("orchestrator/results/table1.py", "orchestrator/results/summary.py",
                       "orchestrator/results/model.py"),
                      ("tests/orchestrator/test_report.py", "tests/orchestrator/test_summary.py",
-                      "tests/orchestrator/test_results.py"),
+                      "tests/orchestrator/test_results.py", "tests/orchestrator/test_table1_output.py",
+                      "tests/orchestrator/test_table1_stats.py"),
                      "Table 1 cell selection and the results model"),
     "accounting": Target(("trainables/accounting.py",), ("tests/trainables/test_accounting.py",),
                          "trainable-parameter accounting"),
@@ -104,16 +106,22 @@ def write_scratch(name: str, target: Target) -> Path:
     return work
 
 
-def run_module(name: str, target: Target, children: int, fresh: bool) -> dict:
-    """Run mutmut for one module; returns its counts, read from mutmut's result files."""
+def run_module(name: str, target: Target, children: int, fresh: bool,
+               survivors: bool = False) -> dict:
+    """Run mutmut for one module; returns its counts, read from mutmut's result files.
+    ``survivors``: retest only the mutants an earlier run did not kill (after new tests)."""
     work = write_scratch(name, target)
     if fresh:
         shutil.rmtree(work / "mutants", ignore_errors=True)
+    again: list[str] = []
+    if survivors and (work / "mutants").is_dir():
+        again = sorted(m for m, s in read_statuses(work, target).items()
+                       if s not in ("killed", "timeout"))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": ""}  # mutmut puts mutants/ first; the work tree must not shadow it
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-c", "from mutmut.__main__ import cli; cli()", "run",
-                          "--max-children", str(children)], cwd=work, env=env,
+                          "--max-children", str(children), *again], cwd=work, env=env,
                          capture_output=True, text=True)
     (work / "run.log").write_text(run.stdout[-200_000:] + "\n--- stderr ---\n" + run.stderr[-50_000:])
     if run.returncode != 0:
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the modules and their tests")
     parser.add_argument("--children", type=int, default=2, help="parallel mutants (default 2)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--survivors", action="store_true",
+                        help="retest only the mutants the last run did not kill (after adding tests)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
@@ -170,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, t in TARGETS.items():
             print(f"{name:11} {' '.join(t.sources)}\n{'':11} guarded by {' '.join(t.tests)}")
         return 0
-    results = [run_module(name, TARGETS[name], args.children, args.fresh)
+    results = [run_module(name, TARGETS[name], args.children, args.fresh, args.survivors)
                for name in (args.modules or TARGETS)]
     for r in results:
         rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:5.1f}%"

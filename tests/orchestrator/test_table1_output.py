@@ -1,0 +1,208 @@
+"""Table 1 as users and scripts read it: the exact markdown, CSV and console text of one sweep.
+
+The expected texts are written out by hand from the trials below (not produced by the code under
+test), so a changed number, mark, order, column or separator fails here. Fixture: one benchmark
+x LLM group with a baseline, a grid trial that beats its retune, a stopped trial without a test
+score, a diverged grid trial replaced by its retune, a second LLM, a DoRA row with two ranks
+(bold = best of the row), and a trial that never reported (left out).
+"""
+from __future__ import annotations
+
+from orchestrator.driver.targets import resolve_targets
+from orchestrator.results.model import DIVERGED, ERROR, FINISHED, LEGEND, STOPPED, TrialResult
+from orchestrator.results.summary import best_per_group, format_summary
+from orchestrator.results.table1 import CELL_COLUMNS, build_table1, markdown, text, write_table1
+from trainables.cell import Cell
+from trainables.methods import PeftSetup
+
+SQA, ICON, T5, LLAMA = "synth-scienceqa", "synth-iconqa", "tiny-t5", "tiny-llama"
+
+
+def result(bench, llm, method, sub, rank, val, test, run_id, status=FINISHED, epochs=3,
+           retune=False, adapter="lora"):
+    cell = Cell(bench, llm, PeftSetup(method, sub, rank, adapter))
+    return TrialResult(cell, status, val, test, epochs, retune_of=cell.id if retune else None,
+                       run_id=run_id)
+
+
+TRIALS = [
+    result(SQA, T5, "baseline", "none", 0, 0.50, 0.49, "b"),
+    result(SQA, T5, "qformer_lora", "ffn", 1, 0.60, 0.58, "g1"),
+    result(SQA, T5, "qformer_lora", "ffn", 2, 0.40, None, "s", STOPPED, epochs=1),
+    result(ICON, T5, "qformer_lora", "ffn", 1, 0.20, None, "d", DIVERGED, epochs=2),
+    result(ICON, LLAMA, "qformer_lora", "ffn", 1, 0.70, 0.665, "L"),
+    result(SQA, T5, "qformer_lora", "ffn", 1, 0.50, 0.41, "d1", adapter="dora"),
+    result(SQA, T5, "qformer_lora", "ffn", 2, 0.45, 0.44, "d2", adapter="dora"),
+    result(SQA, LLAMA, "llm_lora", "ffn", 4, None, None, "never", STOPPED, epochs=0),
+    # retunes: the first loses to its grid trial (higher test, lower val), the second replaces
+    # the diverged grid trial
+    result(SQA, T5, "qformer_lora", "ffn", 1, 0.55, 0.70, "r1", retune=True),
+    result(ICON, T5, "qformer_lora", "ffn", 1, 0.30, 0.29, "r4", retune=True),
+]
+
+MARKDOWN_ROWS = """\
+| method | LLM | synth-scienceqa no LoRA | synth-scienceqa r1 | synth-scienceqa r2 | synth-iconqa r1 |
+|---|---|---|---|---|---|
+| baseline/none | tiny-t5 | 49.00 |  |  |  |
+| qformer_lora/ffn | tiny-t5 |  | 58.00 | –†1 | 29.00\\* |
+| qformer_lora/ffn | tiny-llama |  |  |  | 66.50 |
+| qformer_lora/ffn dora | tiny-t5 |  | 41.00 | **44.00** |  |
+"""
+
+
+def test_markdown_is_exactly_the_chosen_trials_test_accuracy_with_marks():
+    md = markdown(build_table1(TRIALS))
+    assert md.startswith(MARKDOWN_ROWS + "\nMarks: \\* retuned with a smaller learning rate; †k ")
+    assert md.endswith(". Bold: best of the row per benchmark. Test accuracy in %, mean±sd over "
+                       "seeds where a cell has several.\n")
+    assert "[a, b]" not in md
+    assert md.count("\\*") == 2  # the retuned cell and the legend's first star only
+
+
+def test_markdown_with_intervals_says_what_the_brackets_are():
+    assert markdown(build_table1(TRIALS), intervals=True).endswith(
+        "several. [a, b]: 95% interval (Wilson; bootstrap over problems with seeds).\n")
+
+
+def test_console_text_of_both_tables():
+    names = resolve_targets([], [], []).display_name  # paper names for the stand-ins
+    table = build_table1(TRIALS)
+    head = ("LLM         method                   scienceqa no LoRA       scienceqa r1"
+            "       scienceqa r2          iconqa r1")
+    assert text(table, "table1", names).splitlines() == [
+        head,
+        "flan-t5-xl  baseline/none                         49.0" + " " * 57,
+        "flan-t5-xl  qformer_lora/ffn       " + " " * 19 + "               58.0"
+        "                –†1              29.0*",
+        "vicuna-7b   qformer_lora/ffn       " + " " * 57 + "               66.5",
+        "flan-t5-xl  qformer_lora/ffn dora  " + " " * 19 + "               41.0"
+        "               44.0" + " " * 19,
+    ]
+    val = text(table, "val", names).splitlines()
+    assert val[0] == head
+    assert val[2].split() == ["flan-t5-xl", "qformer_lora/ffn", "60.0", "40.0†1", "30.0*"]
+    assert val[3].split() == ["vicuna-7b", "qformer_lora/ffn", "70.0"]
+    # without paper names, the actual names (column labels cut at 17 characters)
+    raw = text(table, "table1").splitlines()
+    assert raw[0].split()[2:5] == ["synth-scienceqa", "n", "synth-scienceqa"]
+    assert raw[1].startswith("tiny-t5     baseline/none")
+
+
+WIDE_HEADER = ["method", "llm"] + [f"{c}{part}" for c in (
+    "synth-scienceqa no LoRA", "synth-scienceqa r1", "synth-scienceqa r2", "synth-iconqa r1")
+    for part in ("", " sd", " marks", " status", " epochs")]
+EMPTY = ["", "", "", "", ""]
+
+
+def test_table1_csv_and_cells_csv_exactly(tmp_path):
+    md, wide, cells = write_table1(build_table1(TRIALS), tmp_path)
+    assert (md.name, wide.name, cells.name) == ("table1.md", "table1.csv", "table1_cells.csv")
+    assert md.read_text().startswith(MARKDOWN_ROWS)
+    lines = [line.split(",") for line in wide.read_text().splitlines()]
+    assert lines == [
+        WIDE_HEADER,
+        ["baseline/none", T5, "49.00", "", "", "finished", "3", *EMPTY, *EMPTY, *EMPTY],
+        ["qformer_lora/ffn", T5, *EMPTY, "58.00", "", "", "finished", "3",
+         "", "", "†1", "stopped", "1", "29.00", "", "*", "finished", "3"],
+        ["qformer_lora/ffn", LLAMA, *EMPTY, *EMPTY, *EMPTY, "66.50", "", "", "finished", "3"],
+        ["qformer_lora/ffn dora", T5, *EMPTY, "41.00", "", "", "finished", "3",
+         "44.00", "", "", "finished", "3", *EMPTY],
+    ]
+    rows = [line.split(",") for line in cells.read_text().splitlines()]
+    assert rows[0] == CELL_COLUMNS
+    no_stats = [""] * 7  # ci_low .. indistinguishable_from_best: no predictions given
+    assert rows[1:] == [
+        ["baseline/none", T5, SQA, "0", "49.00", "", "1", *no_stats, "50.00", "finished", "3", "",
+         "0", "1", "b", "lora", "fixed8", f"{SQA}|{T5}|baseline/none|r0"],
+        ["qformer_lora/ffn", LLAMA, ICON, "1", "66.50", "", "1", *no_stats, "70.00", "finished",
+         "3", "", "0", "1", "L", "lora", "fixed8", f"{ICON}|{LLAMA}|qformer_lora/ffn|r1"],
+        ["qformer_lora/ffn", T5, ICON, "1", "29.00", "", "1", *no_stats, "30.00", "finished",
+         "3", "*", "1", "2", "r4", "lora", "fixed8", f"{ICON}|{T5}|qformer_lora/ffn|r1"],
+        ["qformer_lora/ffn", T5, SQA, "1", "58.00", "", "1", *no_stats, "60.00", "finished",
+         "3", "", "0", "2", "g1", "lora", "fixed8", f"{SQA}|{T5}|qformer_lora/ffn|r1"],
+        ["qformer_lora/ffn", T5, SQA, "2", "", "", "1", *no_stats, "40.00", "stopped",
+         "1", "†1", "0", "1", "s", "lora", "fixed8", f"{SQA}|{T5}|qformer_lora/ffn|r2"],
+        ["qformer_lora/ffn dora", T5, SQA, "1", "41.00", "", "1", *no_stats, "50.00", "finished",
+         "3", "", "0", "1", "d1", "dora", "fixed8", f"{SQA}|{T5}|qformer_lora/ffn|r1|dora"],
+        ["qformer_lora/ffn dora", T5, SQA, "2", "44.00", "", "1", *no_stats, "45.00", "finished",
+         "3", "", "0", "1", "d2", "dora", "fixed8", f"{SQA}|{T5}|qformer_lora/ffn|r2|dora"],
+    ]
+
+
+class Described:
+    """A retune as the summary sees it (orchestrator.driver.retune.Retune.describe)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def describe(self) -> str:
+        return self.text
+
+
+def test_the_console_summary_line_by_line():
+    trials = [*TRIALS, result(ICON, T5, "baseline", "none", 0, 0.90, None, "e", ERROR),
+              result(ICON, LLAMA, "baseline", "none", 0, 0.10, None, "dv", DIVERGED),
+              result(SQA, LLAMA, "llm_lora", "ffn", 8, 0.30, None, "s8", STOPPED, epochs=2)]
+    targets = resolve_targets([], [], [])
+    tracking = '{"tracking_uri": "sqlite:///m.db", "experiment": "sweep-x"}'
+    lines = format_summary(trials, [Described("one"), Described("two")], targets, tracking,
+                           12.4).splitlines()
+    table = build_table1(trials)
+    val, test = text(table, "val", targets.display_name), text(table, "table1", targets.display_name)
+    assert lines == [
+        "", "=" * 30 + " sweep summary " + "=" * 30,
+        "11 cells: 6 ran to the end, 3 stopped early by ASHA (†), 1 diverged, 1 failed; "
+        "2 retuned (*); 6 of 11 with a test accuracy; wall time 12 s", "",
+        "best cell per group (by best validation accuracy):",
+        # the failed baseline (val 90.0) is no group's best; a stopped best has no test score
+        "  iconqa (synth-iconqa) / vicuna-7b (tiny-llama): qformer_lora/ffn r1  val 70.0  test 66.5",
+        "  iconqa (synth-iconqa) / flan-t5-xl (tiny-t5): qformer_lora/ffn r1  val 30.0  test 29.0",
+        "  scienceqa (synth-scienceqa) / vicuna-7b (tiny-llama): llm_lora/ffn r8  val 30.0  test -",
+        "  scienceqa (synth-scienceqa) / flan-t5-xl (tiny-t5): qformer_lora/ffn r1  val 60.0  test 58.0",
+        "", f"marks: {LEGEND}", "", "best validation accuracy (%):", *val.splitlines(),
+        "", "Table 1: test accuracy (%) at the best validation epoch:", *test.splitlines(),
+        "", "retuned cells (*):", "  one", "  two",
+        "", f"MLflow: {tracking}",
+        "  browse: mlflow ui --backend-store-uri sqlite:///m.db  (experiment 'sweep-x', one "
+        "child run per trial)",
+    ]
+    # a tracking line that is not JSON (or names no store) gets no browse hint
+    assert format_summary(TRIALS, [], targets, "disabled", 1.0).splitlines()[-1] == "MLflow: disabled"
+    assert format_summary(TRIALS, [], targets, '{"x": 1}', 1.0).splitlines()[-1] == 'MLflow: {"x": 1}'
+
+
+def test_best_per_group_keeps_the_first_of_equal_cells_and_skips_unscored():
+    first = result(SQA, T5, "qformer_lora", "ffn", 1, 0.5, 0.4, "a")
+    tie = result(SQA, T5, "qformer_lora", "ffn", 2, 0.5, 0.6, "b")
+    unscored = result(SQA, T5, "qformer_lora", "ffn", 4, None, None, "c", STOPPED)
+    best = best_per_group([unscored, first, tie])
+    assert list(best) == [(SQA, T5)] and best[(SQA, T5)].chosen is first
+
+
+PIDS = [f"p{i:02d}" for i in range(20)]
+
+
+def test_the_summary_lists_per_group_the_best_and_every_indistinguishable_cell():
+    """Per-problem correctness: the first n of 20 problems right. Exact McNemar against the
+    best: 1 discordant problem p=1, 2 -> p=0.5, 12 or 18 all one way -> p < 0.001."""
+    right = {"a2": 16, "a1": 15, "a4": 14, "a0": 4, "b2": 20, "b0": 2}
+    trials = [result(SQA, T5, "llm_lora", "all", 2, 0.9, 0.80, "a2"),
+              result(SQA, T5, "llm_lora", "all", 1, 0.8, 0.75, "a1"),
+              result(SQA, T5, "baseline", "none", 0, 0.3, 0.20, "a0"),
+              result(SQA, T5, "llm_lora", "all", 4, 0.7, 0.70, "a4"),
+              result(ICON, T5, "baseline", "none", 0, 0.2, 0.10, "b0"),
+              result(ICON, T5, "llm_lora", "all", 2, 0.9, 1.00, "b2")]
+
+    def correctness(t):
+        return {p: i < right[t.run_id] for i, p in enumerate(PIDS)}
+
+    lines = format_summary(trials, [], resolve_targets([], [], []), "{}", 1.0,
+                           correctness).splitlines()
+    at = lines.index("best test accuracy per group and the cells indistinguishable from it "
+                     "(paired test, p >= 0.05):")
+    assert lines[at + 1: at + 3] == [
+        "  iconqa / flan-t5-xl: ◆ llm_lora/all r2 100.0; ≈ none",
+        "  scienceqa / flan-t5-xl: ◆ llm_lora/all r2 80.0; ≈ llm_lora/all r1 75.0 (p=1), "
+        "llm_lora/all r4 70.0 (p=0.5)",
+    ]
+    assert lines[at + 3] == "" and lines[-1] == "MLflow: {}"

@@ -1,0 +1,196 @@
+"""The epoch loop's control rules, in milliseconds: a one-weight model, scripted losses and
+validation accuracies, the real run_trial / checkpoint / predictions code.
+
+Each epoch sets the model's only weight to its epoch number (1, 2, ...), so the weight a test
+split is scored with says which epoch's state the loop restored: the state of epoch k gets the
+first k of the 10 test problems right (test accuracy k / 10). Everything expected below is
+written from the script, not from the loop's code. test_loop.py and test_loop_selection.py
+run the same rules on a real tiny InstructBLIP.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from trainables import loop
+from trainables.checkpoint import load_checkpoint
+from trainables.config import TrialConfig
+from trainables.scoring import ScoreResult
+
+ANSWERS = (0, 1)
+"""Two val problems, the gold answer of each; the 10 test problems' gold answer is 0."""
+
+
+def _cfg(**over) -> TrialConfig:
+    base = {"method": "qformer_lora", "sublayer": "ffn", "rank": 2, "llm": "tiny-t5",
+            "benchmark": "synth-iconqa", "epochs": 3, "patience": 3, "min_epochs": 1,
+            "lr": 1e-3, "seed": 1, "divergence_factor": 4.0}
+    return TrialConfig.from_dict({**base, **over})
+
+
+def _trial(cfg: TrialConfig) -> SimpleNamespace:
+    model = torch.nn.Linear(1, 1, bias=False)
+    val = [SimpleNamespace(pid=f"p{i}", answer_index=a) for i, a in enumerate(ANSWERS)]
+    test = [SimpleNamespace(pid=f"t{i}", answer_index=0) for i in range(10)]
+    return SimpleNamespace(cfg=cfg, model=model, device=torch.device("cpu"), categories={},
+                           splits={"val": val, "test": test},
+                           vision=SimpleNamespace(metrics=lambda: {"vision_metric": 1.0}))
+
+
+def _weight(trial) -> float:
+    return float(trial.model.weight.detach().reshape(-1)[0])
+
+
+class Script:
+    """Scripted train_epoch / evaluate: per epoch, its step losses and its val accuracy."""
+
+    def __init__(self, val: list[float], losses: list[list[float]] | None = None) -> None:
+        self.val, self.losses = val, losses or [[1.0]] * len(val)
+        self.trained: list[int] = []
+
+    def train_epoch(self, trial, optimizer, epoch):
+        with torch.no_grad():
+            trial.model.weight.fill_(float(epoch + 1))
+        self.trained.append(epoch)
+        return list(self.losses[epoch]), 8
+
+    def evaluate(self, trial, split):
+        epoch = round(_weight(trial))
+        if split == "val":  # picks: epoch 1 [0, 1], epoch 2 [1, 1], ...
+            picks = [min(epoch - 1, 1), 1]
+            scores = [[float(epoch), 2.0], [3.0, 1.0]]
+            return self.val[epoch - 1], ScoreResult(picks, scores)
+        right = range(10)[:epoch]
+        return -1.0, ScoreResult([0 if i in right else 1 for i in range(10)],
+                                 [[0.5 * epoch, 2.0] if i in right else [2.0, 0.5] for i in range(10)])
+
+
+def _run(monkeypatch, cfg, script, keep: Path | None = None, stop_after: int | None = None,
+         resume_from: Path | None = None, trial=None):
+    monkeypatch.setattr(loop, "train_epoch", script.train_epoch)
+    monkeypatch.setattr(loop, "evaluate", script.evaluate)
+    monkeypatch.setattr(loop, "_param_metrics", lambda t: {"trainable_params": 1})
+    reports, dirs = [], []
+
+    def report(metrics, ckpt):
+        reports.append(dict(metrics))
+        dirs.append(ckpt)
+        if keep is not None and ckpt is not None:
+            shutil.copytree(ckpt, keep / f"epoch-{metrics['epoch']}")
+        if metrics["epoch"] == stop_after:
+            raise KeyboardInterrupt
+
+    trial = trial or _trial(cfg)
+    if stop_after is not None:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from)
+        return reports, dirs, trial
+    final = loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from)
+    assert final == reports[-1]
+    return reports, dirs, trial
+
+
+def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch, tmp_path):
+    reports, dirs, trial = _run(monkeypatch, _cfg(), Script([0.5, 0.75, 0.25]), keep=tmp_path)
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    assert [r["val_acc"] for r in reports] == [0.5, 0.75, 0.25]
+    assert [r["best_val_acc"] for r in reports] == [0.5, 0.75, 0.75]
+    final = reports[-1]
+    assert (final["best_epoch"], final["done"], final["test_acc"]) == (2, True, 0.2)
+    assert _weight(trial) == 2.0  # the model is left holding the best state
+    assert "done" not in reports[0] and "test_acc" not in reports[1]
+    # gold-answer NLL of the epoch-2 state: 2 problems at 1.0, 8 at 2.0
+    assert final["test_gold_nll"] == pytest.approx(1.8)
+    assert all(d is not None for d in dirs)
+    # the last checkpoint keeps both states: last = epoch 3, best = epoch 2
+    model = torch.nn.Linear(1, 1, bias=False)
+    state, best = load_checkpoint(tmp_path / "epoch-3", model, None)
+    assert _weight(SimpleNamespace(model=model)) == 3.0 and float(best["weight"]) == 2.0
+    assert (state["epoch"], state["best_epoch"], state["best_val_acc"]) == (3, 2, 0.75)
+    # predictions: val rows are the best epoch's picks (epoch 2: [1, 1]), test rows now
+    table = pq.read_table(tmp_path / "epoch-3" / "predictions.parquet").to_pydict()
+    rows = list(zip(table["split"], table["pid"], table["picked_index"]))
+    assert rows[:4] == [("val", "p0", 1), ("val", "p1", 1), ("test", "t0", 0), ("test", "t1", 0)]
+    assert rows[4:] == [("test", f"t{i}", 1) for i in range(2, 10)]
+    assert not (tmp_path / "epoch-2" / "predictions.parquet").exists()
+
+
+def test_a_tie_keeps_the_earlier_epoch(monkeypatch):
+    reports, _, trial = _run(monkeypatch, _cfg(epochs=2), Script([0.5, 0.5]))
+    assert (reports[-1]["best_epoch"], reports[-1]["test_acc"]) == (1, 0.1)
+
+
+def test_every_epoch_reports_its_metrics(monkeypatch):
+    cfg = _cfg(epochs=2, lr=0.01)
+    reports, _, _ = _run(monkeypatch, cfg, Script([0.5, 0.6], [[2.0, 4.0], [1.0, 2.0]]))
+    first, second = reports
+    assert (first["train_loss"], second["train_loss"]) == (3.0, 1.5)
+    assert (first["lr"], second["lr"]) == (0.01, pytest.approx(0.005))  # lr0 * (1 - e / 2)
+    assert first["diverged"] is False and second["diverged"] is False
+    assert first["trainable_params"] == 1 and "trainable_params" not in second
+    # val picks [0, 1] vs gold (0, 1); scores [[1, 2], [3, 1]]: gold NLL (1 + 1) / 2
+    assert first["val_gold_nll"] == pytest.approx(1.0)
+    choice = ((1 - 1 + math.log(1 + math.exp(-1))) + (1 - 1 + math.log(1 + math.exp(-2)))) / 2
+    assert first["val_choice_nll"] == pytest.approx(choice)
+    for r in reports:
+        assert r["samples_per_s"] > 0 and r["epoch_time_s"] > 0 and r["checkpoint_mb"] > 0
+        assert r["peak_memory_gib"] > 0 and r["vision_metric"] == 1.0
+
+
+@pytest.mark.parametrize(("val", "patience", "min_epochs", "epochs_run"), [
+    ([0.5, 0.4, 0.4, 0.4, 0.9], 2, 1, 3),  # two epochs without a new best
+    ([0.5, 0.4, 0.4, 0.4, 0.9], 2, 4, 4),  # ... but never before min_epochs
+    ([0.5, 0.6, 0.4, 0.7, 0.9], 2, 1, 5),  # a new best resets the count
+    ([0.5, 0.4, 0.4, 0.4, 0.9], 3, 1, 4),
+])
+def test_early_stopping(monkeypatch, val, patience, min_epochs, epochs_run):
+    cfg = _cfg(epochs=5, patience=patience, min_epochs=min_epochs)
+    reports, _, _ = _run(monkeypatch, cfg, Script(val))
+    assert [r["epoch"] for r in reports] == list(range(1, epochs_run + 1))
+    best = max(range(epochs_run), key=lambda e: (val[e], -e)) + 1
+    assert reports[-1]["done"] is True and reports[-1]["best_epoch"] == best
+    assert reports[-1]["test_acc"] == pytest.approx(best / 10)
+
+
+def test_divergence_is_measured_against_the_first_step_of_the_first_epoch(monkeypatch):
+    """ref = 2.0 (the first step, not the epoch's mean 1.5): 7.9 < 4 x 2 trains on, 8.5 stops."""
+    losses = [[2.0, 1.0], [7.9], [8.5], [1.0]]
+    reports, dirs, _ = _run(monkeypatch, _cfg(epochs=4), Script([0.5, 0.6, 0.9, 0.9], losses))
+    assert [r["diverged"] for r in reports] == [False, False, True]
+    final = reports[-1]
+    assert (final["epoch"], final["val_acc"], final["best_val_acc"], final["done"]) == (3, 0.0, 0.6, True)
+    assert final["train_loss"] == 8.5 and final["epoch_time_s"] > 0
+    assert "test_acc" not in final and "best_epoch" not in final and dirs[-1] is None
+
+
+def test_a_non_finite_loss_in_the_first_epoch_diverges_with_best_val_zero(monkeypatch):
+    script = Script([0.9], [[1.0, float("nan")]])
+    reports, dirs, _ = _run(monkeypatch, _cfg(epochs=2), script)
+    assert len(reports) == 1 and reports[0]["diverged"] is True
+    assert (reports[0]["val_acc"], reports[0]["best_val_acc"]) == (0.0, 0.0)
+    assert reports[0]["trainable_params"] == 1  # the first report, diverged or not
+    assert dirs == [None] and script.trained == [0]
+
+
+def test_resume_continues_from_the_checkpoint_and_a_finished_trial_only_repeats(monkeypatch, tmp_path):
+    cfg, val = _cfg(epochs=3), [0.5, 0.75, 0.25]
+    whole, _, _ = _run(monkeypatch, cfg, Script(val))
+    first, _, _ = _run(monkeypatch, cfg, Script(val), keep=tmp_path, stop_after=1)
+    script = Script(val)
+    rest, _, trial = _run(monkeypatch, cfg, script, keep=tmp_path, resume_from=tmp_path / "epoch-1")
+    assert script.trained == [1, 2] and "trainable_params" not in rest[0]
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_time_s",
+                                                        "checkpoint_mb", "trainable_params")}
+    assert [strip(r) for r in first + rest] == [strip(r) for r in whole]
+    again = Script(val)
+    repeat, dirs, _ = _run(monkeypatch, cfg, again, resume_from=tmp_path / "epoch-3")
+    assert again.trained == [] and dirs == [None]
+    assert repeat == [{k: v for k, v in rest[-1].items() if k != "checkpoint_mb"}]
