@@ -67,3 +67,25 @@ def test_gpu_check_line_and_refusal_without_cuda(measured, capsys):
         with pytest.raises(SystemExit):
             gpu_check.main(["--device", "cuda"])
         assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_cuda_peak_adds_what_the_device_holds_outside_the_allocator(monkeypatch):
+    """The GPU path of the measurement, with torch.cuda mocked: reserved peak + (used - reserved
+    now), i.e. what nvidia-smi shows (CUDA context, cuBLAS workspace), which the plan counts."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d: 30 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 20 * gib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (59 * gib, 80 * gib))  # 21 GiB used
+    assert real_size_step.device_peak_bytes(torch.device("cuda:0")) == 31 * gib
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_on_cpu_with_a_toy_preset(capsys):
+    """The prepared GPU command's whole flow (child processes, fitting, scoring speedup, the
+    JSON line) on CPU, so that a GPU session spends its minutes measuring, not debugging."""
+    line = gpu_check.main(["--device", "cpu", "--llm", "tiny-t5", "--steps", "1"])
+    assert list(line)[:3] == ["peak_over_plan:tiny-t5|baseline/none|r0",
+                              "peak_over_plan:tiny-t5|both_lora/all|r8", "scoring_speedup:tiny-t5"]
+    assert all(0.5 < line[k] < 1.5 for k in list(line)[:2]) and line["scoring_speedup:tiny-t5"] > 0
+    assert line["skipped"] == [] and line["device"] == "cpu"
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{"peak_over_plan:')
