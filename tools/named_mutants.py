@@ -35,19 +35,19 @@ class Mutant:
 MUTANTS = (
     Mutant("best-state restore removed", "trainables/loop.py",
            "load_trainable_state(trial.model, best)\n", "pass  # mutant: test scored with the last state\n",
-           ("tests/trainables/test_loop_selection.py",)),
+           ("tests/trainables/test_loop_control.py", "tests/trainables/test_loop_selection.py")),
     Mutant("best = last", "trainables/loop.py",
            'if state["best_epoch"] == epoch + 1:\n            best = last',
            'if True:  # mutant: the last state is saved as best\n            best = last',
-           ("tests/trainables/test_loop_selection.py",)),
+           ("tests/trainables/test_loop_control.py", "tests/trainables/test_loop_selection.py")),
     Mutant("loss blow-up rule removed", "trainables/loop.py",
            'diverged = not math.isfinite(train_loss) or train_loss > cfg.divergence_factor * state["ref_loss"]',
            "diverged = not math.isfinite(train_loss)  # mutant",
-           ("tests/trainables/test_loop_selection.py",)),
+           ("tests/trainables/test_loop_control.py", "tests/trainables/test_loop_selection.py")),
     Mutant("diverged run no longer loses in Table 1", "orchestrator/results/model.py",
            "usable = trial.status not in (DIVERGED, ERROR)",
            "usable = trial.status != ERROR  # mutant",
-           ("tests/orchestrator/test_report.py", "tests/orchestrator/test_results.py")),
+           ("tests/orchestrator/test_results.py", "tests/orchestrator/test_report.py")),
 )
 
 
