@@ -1,12 +1,19 @@
 """Grouped ASHA: stop decisions compare trials of the same (benchmark, llm) group only."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.driver.schedulers import AshaSettings, GroupedASHA, asha_settings, make_scheduler
+from orchestrator.driver.schedulers import (
+    AshaSettings,
+    GroupedASHA,
+    asha_settings,
+    make_scheduler,
+    trial_key,
+)
 from trainables import defaults
 
 
@@ -204,3 +211,93 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="Resume with the options"):
         make_scheduler("asha", AshaSettings(max_t=8, grace_period=2, reduction_factor=2),
                        state_uri=uri, resume=True)
+
+
+def test_trial_key_names_every_identity_field_in_order():
+    config = {"benchmark": "b", "llm": "l", "method": "m", "sublayer": "s", "rank": 2, "lr": 0.1,
+              "seed": 3, "retune_of": "c", "epochs": 9}
+    assert trial_key(config) == "b|l|m|s|2|0.1|3|c"
+    assert trial_key({"benchmark": "b"}) == "b|None|None|None|None|None|None|None"
+
+
+def test_the_accuracy_rung_score_is_the_running_maximum_minus_the_tie_break():
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=4))
+    assert sched.scored("t", {"best_val_acc": 0.6, "train_loss": 2.0})["rung_score"] == \
+        pytest.approx(0.6 - 2e-6, abs=1e-12)
+    # a lower value later (e.g. a restored trial's first report) does not lower the score
+    assert sched.scored("t", {"best_val_acc": 0.4, "train_loss": 1.0})["rung_score"] == \
+        pytest.approx(0.6 - 1e-6, abs=1e-12)
+    assert sched.scored("u", {"best_val_acc": 0.4, "train_loss": 5e3})["rung_score"] == \
+        pytest.approx(0.4 - 1e-3, abs=1e-12)  # the loss is clamped to MAX_LOSS
+
+
+def test_a_completed_trial_is_recorded_at_its_running_best():
+    """The final result of a trial whose last epoch was worse still ranks at its best."""
+    settings = AshaSettings(max_t=8, grace_period=1, reduction_factor=2, metric="val_gold_nll")
+    sched = GroupedASHA(settings)
+    t = trial("a", "synth-iconqa")
+    sched.on_trial_add(None, t)
+    sched.on_trial_result(None, t, {"epoch": 1, "val_gold_nll": 0.5, "train_loss": 0.0})
+    sched.on_trial_complete(None, t, {"epoch": 2, "val_gold_nll": 0.9, "train_loss": 0.0})
+    (rungs,) = sched.snapshot()["groups"]["synth-iconqa\x1ftiny-t5"]
+    assert {m: rec for m, rec in rungs} == {8: {}, 4: {}, 2: {"a": -0.5}, 1: {"a": -0.5}}
+
+
+def test_asha_settings_override_brackets():
+    assert asha_settings(16, "tiny-t5", brackets=2).brackets == 2
+    assert asha_settings(16, "tiny-t5").brackets == defaults.asha_defaults("tiny-t5").brackets
+
+
+def test_make_scheduler_restores_only_when_resuming(tmp_path):
+    settings = AshaSettings(max_t=8, grace_period=1, reduction_factor=2)
+    uri = str(tmp_path / "scheduler_state.json")
+    first = make_scheduler("asha", settings, state_uri=uri)
+    t = trial("a", "synth-iconqa")
+    first.on_trial_add(None, t)
+    first.on_trial_result(None, t, {"epoch": 1, "best_val_acc": 0.5})
+    assert make_scheduler("asha", settings, state_uri=uri).snapshot()["groups"] == {}
+    assert make_scheduler("asha", settings, state_uri=uri, resume=True).snapshot() == first.snapshot()
+    with pytest.raises(ValueError, match="scheduler 'asha' needs its AshaSettings"):
+        make_scheduler("asha")
+
+
+def test_a_restore_refusal_names_both_settings_and_mismatched_rungs():
+    old = AshaSettings(max_t=8, grace_period=1, reduction_factor=2)
+    sched = GroupedASHA(old)
+    t = trial("a", "synth-iconqa")
+    sched.on_trial_add(None, t)
+    sched.on_trial_result(None, t, {"epoch": 1, "best_val_acc": 0.5})
+    state = sched.snapshot()
+    new = AshaSettings(max_t=8, grace_period=2, reduction_factor=2)
+    with pytest.raises(ValueError, match=re.escape(f"made with settings {asdict(old)}; this run "
+                                                   f"uses {asdict(new)}.")):
+        GroupedASHA(new).restore(state)
+    state["groups"]["synth-iconqa\x1ftiny-t5"][0][0][0] = 3  # rung epochs edited by hand
+    with pytest.raises(ValueError, match=re.escape("saved ASHA rungs [3, 4, 2, 1] do not match [8, 4, 2, 1]")):
+        GroupedASHA(old).restore(state)
+
+
+def test_each_group_runs_asha_with_the_settings_rungs():
+    """Ray's rungs for max_t 8, grace 2, rf 2 are epochs 8, 4, 2 (a default max_t of 100,
+    grace 1 or rf 4 would give others)."""
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=2, reduction_factor=2))
+    sched.on_trial_add(None, trial("a", "synth-iconqa"))
+    (rungs,) = sched.snapshot()["groups"]["synth-iconqa\x1ftiny-t5"]
+    assert [m for m, _ in rungs] == [8, 4, 2]
+    with pytest.raises(ValueError, match="epoch budget must be >= 1, got 0"):
+        AshaSettings(max_t=0, grace_period=1, reduction_factor=2)
+
+
+def test_brackets_are_drawn_with_asha_weights():
+    """Bracket b with n_b rungs is drawn with weight e^(n_b - n_0) (as Ray's ASHA does):
+    rungs 4, 3, 2 -> probabilities 0.665, 0.245, 0.090, so about 200 of 300 trials land in
+    bracket 0 (a uniform draw would put about 100 there)."""
+    sched = GroupedASHA(AshaSettings(max_t=16, grace_period=2, reduction_factor=2, brackets=3))
+    trials = [FakeTrial(f"x{i}", {"benchmark": "synth-iconqa", "llm": "tiny-t5", "rank": i})
+              for i in range(300)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    group = sched.group_scheduler(trials[0])
+    assert [len(b._rungs) for b in group._brackets] == [4, 3, 2]
+    counts = [sum(group._trial_info[t.trial_id] is b for t in trials) for b in group._brackets]
+    assert counts[0] > 170 and counts[2] < 50, counts
