@@ -301,3 +301,23 @@ def test_brackets_are_drawn_with_asha_weights():
     assert [len(b._rungs) for b in group._brackets] == [4, 3, 2]
     counts = [sum(group._trial_info[t.trial_id] is b for t in trials) for b in group._brackets]
     assert counts[0] > 170 and counts[2] < 50, counts
+
+
+def test_settings_errors_name_the_allowed_values():
+    with pytest.raises(ValueError, match="allowed: best_val_acc, val_choice_nll, val_gold_nll$"):
+        AshaSettings(max_t=4, grace_period=1, reduction_factor=2, metric="val_acc")
+    with pytest.raises(ValueError, match=re.escape("brackets must be in [1, 1] for grace 1")):
+        AshaSettings(max_t=1, grace_period=1, reduction_factor=2, brackets=2)  # one rung
+    assert AshaSettings(max_t=8, grace_period=2, reduction_factor=2).milestones(0) == [2, 4, 8]
+
+
+def test_error_and_remove_reach_the_trials_group():
+    sched = GroupedASHA(AshaSettings(max_t=8, grace_period=1, reduction_factor=2))
+    kept, gone = trial("kept", "synth-iconqa"), trial("gone", "synth-iconqa")
+    for t in (kept, gone):
+        sched.on_trial_add(None, t)
+    group = sched.group_scheduler(kept)
+    sched.on_trial_error(None, kept)  # Ray's ASHA keeps an errored trial's bracket (a retry reuses it)
+    sched.on_trial_remove(None, gone)
+    assert set(group._trial_info) == {"kept"}
+    assert report(sched, kept, 1, 0.5) == TrialScheduler.CONTINUE
