@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import pytest
 
-from trainables.accounting import all_cells, count_parameters, main, measured_trainable, table
+from trainables.accounting import (
+    ParamReport,
+    all_cells,
+    count_parameters,
+    format_table,
+    main,
+    measured_trainable,
+    table,
+)
 from trainables.families import family_spec
 from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method, is_lora_param
@@ -92,3 +101,26 @@ def test_cli_rejects_unknown_preset(capsys):
     with pytest.raises(SystemExit):
         main(["--llm", "gpt-4"])
     assert "invalid choice: 'gpt-4'" in capsys.readouterr().err
+
+
+REPORT = ParamReport(trainable=1_234_567, total=100_000_000, trainable_fraction=0.01234567,
+                     baseline_trainable=2_469_134, fraction_of_baseline=0.5,
+                     lora_params_qformer=1000, lora_params_llm=24, qformer_total=4_938_268,
+                     qformer_trainable_fraction=0.25)
+
+
+def test_a_trials_first_report_carries_these_accounting_keys():
+    assert REPORT.as_metrics() == {
+        "trainable_params": 1_234_567, "total_params": 100_000_000,
+        "trainable_fraction": 0.01234567, "fraction_of_baseline": 0.5, "lora_params": 1024,
+        "lora_params_qformer": 1000, "lora_params_llm": 24, "qformer_trainable_fraction": 0.25}
+
+
+def test_format_table_exactly():
+    row = {"method": "qformer_lora", "sublayer": "ffn", "rank": 8, **asdict(REPORT)}
+    head = ("method       sublayer    r     trainable  % total % baseline % Q-Former "
+            " LoRA Q-Former     LoRA LLM")
+    assert format_table([row]).splitlines() == [
+        head, "-" * len(head),
+        "qformer_lora ffn         8     1,234,567    1.235      50.00     25.000          1,000"
+        "           24"]
