@@ -8,6 +8,8 @@ score, a diverged grid trial replaced by its retune, a second LLM, a DoRA row wi
 """
 from __future__ import annotations
 
+import csv
+
 from orchestrator.driver.targets import resolve_targets
 from orchestrator.results.model import DIVERGED, ERROR, FINISHED, LEGEND, STOPPED, TrialResult
 from orchestrator.results.summary import best_per_group, format_summary
@@ -190,8 +192,8 @@ def test_the_summary_lists_per_group_the_best_and_every_indistinguishable_cell()
               result(SQA, T5, "llm_lora", "all", 1, 0.8, 0.75, "a1"),
               result(SQA, T5, "baseline", "none", 0, 0.3, 0.20, "a0"),
               result(SQA, T5, "llm_lora", "all", 4, 0.7, 0.70, "a4"),
-              result(ICON, T5, "baseline", "none", 0, 0.2, 0.10, "b0"),
-              result(ICON, T5, "llm_lora", "all", 2, 0.9, 1.00, "b2")]
+              result(ICON, LLAMA, "baseline", "none", 0, 0.2, 0.10, "b0"),
+              result(ICON, LLAMA, "llm_lora", "all", 2, 0.9, 1.00, "b2")]
 
     def correctness(t):
         return {p: i < right[t.run_id] for i, p in enumerate(PIDS)}
@@ -200,9 +202,51 @@ def test_the_summary_lists_per_group_the_best_and_every_indistinguishable_cell()
                            correctness).splitlines()
     at = lines.index("best test accuracy per group and the cells indistinguishable from it "
                      "(paired test, p >= 0.05):")
+    assert lines[1] == "=" * 30 + " sweep summary " + "=" * 30 and lines[at - 1] == ""
     assert lines[at + 1: at + 3] == [
-        "  iconqa / flan-t5-xl: ◆ llm_lora/all r2 100.0; ≈ none",
+        "  iconqa / vicuna-7b: ◆ llm_lora/all r2 100.0; ≈ none",
         "  scienceqa / flan-t5-xl: ◆ llm_lora/all r2 80.0; ≈ llm_lora/all r1 75.0 (p=1), "
         "llm_lora/all r4 70.0 (p=0.5)",
     ]
     assert lines[at + 3] == "" and lines[-1] == "MLflow: {}"
+
+
+def test_seeds_and_paired_tests_in_both_csv_files(tmp_path):
+    """llm_lora r2 has two seeds (0.80 stopped after 2 epochs, chosen by its higher val; 0.75),
+    r1 one (14 of 20 right), the baseline 4 of 20: ◆ r2, ≈ r1 (paired bootstrap p >= 0.05),
+    the baseline far below. Wilson 95% of 14/20 by hand: [48.10, 85.45]."""
+    right = {"s0": 15, "s1": 16, "r1": 14, "b": 4}
+    trials = [result(SQA, T5, "llm_lora", "all", 2, 0.76, 0.75, "s0", epochs=4),
+              result(SQA, T5, "llm_lora", "all", 2, 0.81, 0.80, "s1", STOPPED, epochs=2),
+              result(SQA, T5, "llm_lora", "all", 1, 0.71, 0.70, "r1", epochs=4),
+              result(SQA, T5, "baseline", "none", 0, 0.21, 0.20, "b", epochs=4)]
+
+    def correctness(t):
+        return {p: i < right[t.run_id] for i, p in enumerate(PIDS)}
+
+    _, wide, cells = write_table1(build_table1(trials, correctness), tmp_path)
+    lines = [line.split(",") for line in wide.read_text().splitlines()]
+    assert lines[1:] == [
+        ["baseline/none", T5, "20.00", "", "", "finished", "4", *EMPTY, *EMPTY],
+        ["llm_lora/all", T5, *EMPTY, "70.00", "", "≈", "finished", "4",
+         "77.50", "3.54", "†2◆", "stopped/finished", "2/4"],
+    ]
+    rows = {r["cell_id"]: r for r in csv.DictReader(cells.open())}
+    r1, r2 = rows[f"{SQA}|{T5}|llm_lora/all|r1"], rows[f"{SQA}|{T5}|llm_lora/all|r2"]
+    base = rows[f"{SQA}|{T5}|baseline/none|r0"]
+    assert (r1["ci_low"], r1["ci_high"], r1["ci_method"]) == ("48.10", "85.45", "wilson")
+    assert (r1["paired_test"], r1["indistinguishable_from_best"], r1["best_in_group"]) == \
+        ("paired-bootstrap", "1", "0")
+    assert float(r1["p_vs_best"]) >= 0.05 > float(base["p_vs_best"])
+    assert (base["indistinguishable_from_best"], base["marks"]) == ("0", "")
+    assert (r2["test_acc"], r2["test_acc_sd"], r2["seeds"], r2["best_in_group"]) == ("77.50", "3.54", "2", "1")
+    assert (r2["ci_method"], r2["p_vs_best"], r2["paired_test"], r2["marks"]) == ("bootstrap", "", "", "†2◆")
+    assert float(r2["ci_low"]) < 77.5 < float(r2["ci_high"])
+    assert (r2["run_id"], r2["status"], r2["epochs"], r2["best_val_acc"]) == ("s1", "stopped/finished", "2/4", "78.50")
+
+
+def test_console_width_has_a_floor_for_short_method_labels():
+    table = build_table1([result(SQA, T5, "baseline", "none", 0, 0.5, 0.49, "b")])
+    assert text(table, "table1").splitlines() == [
+        "LLM         " + "method" + " " * 12 + "  synth-scienceqa n",  # 12 + 18 + 19 wide
+        "tiny-t5     " + "baseline/none" + " " * 5 + " " * 15 + "49.0"]
