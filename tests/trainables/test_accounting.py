@@ -124,3 +124,22 @@ def test_format_table_exactly():
         head, "-" * len(head),
         "qformer_lora ffn         8     1,234,567    1.235      50.00     25.000          1,000"
         "           24"]
+
+
+def test_cli_first_line_and_adapter_option(capsys):
+    main(["--llm", "vicuna-7b", "--adapter", "dora"])
+    out = capsys.readouterr().out.splitlines()
+    # the whole model (baseline row: no LoRA tensors), as h10 measured it from the hub config
+    assert out[0].startswith("vicuna-7b: 7,913,726,720 parameters; baseline (full Q-Former) trains ")
+    dora = next(line for line in out if line.split()[:3] == ["qformer_lora", "all", "1"])
+    assert int(dora.split()[-2].replace(",", "")) > PAPER_QFORMER_PER_RANK["all"]  # + magnitudes
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    ([], "the following arguments are required: --llm"),
+    (["--llm", "tiny-t5", "--adapter", "bogus"], "invalid choice: 'bogus'"),
+])
+def test_cli_rejects_missing_or_unknown_values(capsys, argv, error):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert error in capsys.readouterr().err
