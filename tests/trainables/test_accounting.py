@@ -85,6 +85,9 @@ def test_table_has_every_cell(meta_models, preset, family):
     rows = table(meta_models[preset], family_spec(family))
     assert len(rows) == 1 + 8 * 4  # baseline once, 8 LoRA rows x 4 ranks
     assert {(r["method"], r["sublayer"]) for r in rows} == {(p.method, p.sublayer) for p in all_cells()}
+    assert {r["adapter"] for r in rows} == {"lora"}
+    dora = table(meta_models[preset], family_spec(family), (1,), "dora")
+    assert {r["adapter"] for r in dora if r["method"] != "baseline"} == {"dora"}  # baseline: no adapter
 
 
 def test_cli_prints_the_table_in_seconds(capsys):
