@@ -194,3 +194,53 @@ def test_resume_continues_from_the_checkpoint_and_a_finished_trial_only_repeats(
     repeat, dirs, _ = _run(monkeypatch, cfg, again, resume_from=tmp_path / "epoch-3")
     assert again.trained == [] and dirs == [None]
     assert repeat == [{k: v for k, v in rest[-1].items() if k != "checkpoint_mb"}]
+
+
+class Steps:
+    """Stand-ins for collate_train / train_step that record each optimizer step's micro-batches
+    (as problem ids) and the global RNG's next draw (what dropout would use)."""
+
+    def __init__(self, losses: list[float]) -> None:
+        self.losses, self.steps, self.dropout = list(losses), [], []
+
+    def collate(self, chunk, vision_in, spec):
+        return SimpleNamespace(to=lambda device: [p.pid for p in chunk])
+
+    def step(self, model, micro, optimizer, precision, scaler):
+        self.steps.append(micro)
+        self.dropout.append(float(torch.rand(1)))
+        loss = self.losses.pop(0)
+        return SimpleNamespace(loss=loss, samples=sum(map(len, micro)), finite=math.isfinite(loss))
+
+
+def _epoch(monkeypatch, epoch=0, seed=1, losses=(1.0,) * 4, n=10):
+    steps = Steps(list(losses))
+    monkeypatch.setattr(loop, "collate_train", steps.collate)
+    monkeypatch.setattr(loop, "train_step", steps.step)
+    cfg = _cfg(seed=seed, batch_size=2, grad_accum=2)  # effective batch 4
+    trial = SimpleNamespace(cfg=cfg, model=torch.nn.Linear(1, 1), device="cpu", spec=None,
+                            precision=None, scaler=None, settings=SimpleNamespace(batch_size=3),
+                            splits={"train": [SimpleNamespace(pid=i) for i in range(n)]},
+                            vision=SimpleNamespace(train_inputs=lambda chunk, gen: None))
+    losses_out, samples = loop.train_epoch(trial, None, epoch)
+    return steps, losses_out, samples
+
+
+def test_an_epoch_is_one_seeded_shuffled_pass_in_steps_of_the_effective_batch(monkeypatch):
+    steps, losses, samples = _epoch(monkeypatch, losses=[1.0, 2.0, 3.0])
+    # 10 problems, steps of 4 (the config's effective batch), micro-batches of 3 (the fitted size)
+    assert [[len(m) for m in s] for s in steps.steps] == [[3, 1], [3, 1], [2]]
+    order = [pid for s in steps.steps for m in s for pid in m]
+    assert sorted(order) == list(range(10)) and order != list(range(10))
+    assert (losses, samples) == ([1.0, 2.0, 3.0], 10)
+    again, _, _ = _epoch(monkeypatch, losses=[1.0, 2.0, 3.0])
+    assert again.steps == steps.steps and again.dropout == steps.dropout  # same (seed, epoch)
+    other_epoch, _, _ = _epoch(monkeypatch, epoch=1, losses=[1.0, 2.0, 3.0])
+    other_seed, _, _ = _epoch(monkeypatch, seed=2, losses=[1.0, 2.0, 3.0])
+    for other in (other_epoch, other_seed):
+        assert other.steps != steps.steps and other.dropout != steps.dropout
+
+
+def test_an_epoch_stops_at_the_first_non_finite_loss(monkeypatch):
+    steps, losses, samples = _epoch(monkeypatch, losses=[1.0, float("inf"), 3.0])
+    assert len(steps.steps) == 2 and losses == [1.0, float("inf")] and samples == 8
