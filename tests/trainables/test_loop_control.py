@@ -244,3 +244,35 @@ def test_an_epoch_is_one_seeded_shuffled_pass_in_steps_of_the_effective_batch(mo
 def test_an_epoch_stops_at_the_first_non_finite_loss(monkeypatch):
     steps, losses, samples = _epoch(monkeypatch, losses=[1.0, float("inf"), 3.0])
     assert len(steps.steps) == 2 and losses == [1.0, float("inf")] and samples == 8
+
+
+def test_evaluate_scores_a_split_at_the_fitted_eval_batch(monkeypatch):
+    seen = {}
+
+    def score_in_batches(model, problems, pixels_for, spec, precision, batch_size):
+        seen.update(problems=problems, batch_size=batch_size, pixels_for=pixels_for)
+        return ScoreResult([0, 0, 1, 0], [[1.0, 2.0]] * 4)
+
+    monkeypatch.setattr(loop, "score_in_batches", score_in_batches)
+    problems = [SimpleNamespace(pid=f"p{i}", answer_index=a) for i, a in enumerate((0, 1, 1, 1))]
+    eval_inputs = object()
+    trial = SimpleNamespace(model=None, spec=None, precision=None, splits={"val": problems},
+                            settings=SimpleNamespace(eval_batch_size=5),
+                            vision=SimpleNamespace(eval_inputs=eval_inputs))
+    acc, result = loop.evaluate(trial, "val")
+    assert acc == 0.5 and seen == {"problems": problems, "batch_size": 5, "pixels_for": eval_inputs}
+    scores = loop.split_scores(trial, "val", result)
+    assert (scores.split, scores.pids, scores.answers) == ("val", ("p0", "p1", "p2", "p3"), (0, 1, 1, 1))
+    assert (scores.picked, scores.scores) == ((0, 0, 1, 0), ((1.0, 2.0),) * 4)
+
+
+def test_final_evaluation_scores_val_now_when_no_best_scores_were_kept(monkeypatch):
+    script = Script([0.5])
+    monkeypatch.setattr(loop, "evaluate", script.evaluate)
+    trial = _trial(_cfg())
+    with torch.no_grad():
+        trial.model.weight.fill_(1.0)
+    metrics, table = loop.final_evaluation(trial, {})
+    rows = table.to_pydict()
+    assert rows["split"] == ["val"] * 2 + ["test"] * 10 and rows["picked_index"][:2] == [0, 1]
+    assert metrics["test_acc"] == 0.1 and metrics["test_gold_nll"] == pytest.approx(1.85)
