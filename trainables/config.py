@@ -24,6 +24,7 @@ from trainables.methods import (
     PeftSetup,
     method_spec,
 )
+from trainables.pretrained import INITS
 from trainables.vocab import BENCHMARKS, PRESETS, REAL_BENCHMARKS, REAL_PRESETS, check_choice
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -49,6 +50,9 @@ class TrialConfig:
     """Model preset (trainables.vocab.PRESETS)."""
     model_path: str | None = None
     """Local checkpoint dir for a real preset (otherwise the HF cache is used)."""
+    init: str | None = None
+    """Base weights: pretrained | random; None: defaults.default_init(llm) (tiny presets: the
+    shipped pretrained weights, trainables.pretrained)."""
     benchmark: str = "synth-scienceqa"
     """Benchmark (trainables.vocab.BENCHMARKS); the real ones need data_root."""
     data_root: str | None = None
@@ -184,7 +188,7 @@ class TrialConfig:
         fill = {
             "sublayer": method.default_sublayer,
             "rank": None if method.has_lora else 0,
-            "cache_dir": defaults.PREPARED_CACHE_DIR,
+            "cache_dir": defaults.PREPARED_CACHE_DIR, "init": defaults.default_init(self.llm),
             "lr": defaults.default_lr(self.method, self.llm),
             "epochs": recipe.epochs, "batch_size": recipe.batch_size,
             "grad_accum": recipe.grad_accum, "eval_batch_size": recipe.eval_batch_size,
@@ -212,6 +216,7 @@ class TrialConfig:
         self.peft.check()  # sublayer of the method, rank, LoRA options only where LoRA is
         check_choice("benchmark", self.benchmark, BENCHMARKS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("init", self.init, INITS)
         check_choice("weight_dtype", self.weight_dtype, WEIGHT_DTYPES)
         check_choice("activation_checkpointing", self.activation_checkpointing, CHECKPOINTING)
         self._check_dtypes()
@@ -258,5 +263,5 @@ _INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", 
                "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
                "max_eval_examples", "num_threads", "text_layers")
 _FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor", "vit_cache_max_gb")
-_STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "benchmark", "data_root", "cache_dir",
-               "vit_cache_dir", "precision", "retune_of", "weight_dtype", "activation_checkpointing")
+_STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "init", "benchmark", "data_root",
+               "cache_dir", "vit_cache_dir", "precision", "retune_of", "weight_dtype", "activation_checkpointing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainables.methods import method_spec
-from trainables.vocab import PRESET_FAMILY, PRESETS, TINY_PRESETS, check_choice
+from trainables.vocab import PRESET_FAMILY, PRESETS, REAL_PRESETS, TINY_PRESETS, check_choice
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,57 @@ def recipe_for(preset: str) -> Recipe:
     return family_spec(PRESET_FAMILY[preset]).recipe
 
 
+def default_init(preset: str) -> str:
+    """``pretrained`` where weights exist (shipped tiny weights, real checkpoints), else ``random``.
+
+    The tiny presets default to their shipped pretrained weights (trainables.pretrained) so that
+    the embedded sweep adapts a model that can see and answer, as the paper adapts InstructBLIP;
+    ``init="random"`` remains for tests and ablations that need an untrained base.
+    """
+    check_choice("preset", preset, PRESETS)
+    return "pretrained" if preset in TINY_PRESETS + REAL_PRESETS else "random"
+
+
 def default_lr(method: str, preset: str) -> float:
     """Paper rule: the lower rate whenever the whole Q-Former trains (baseline, llm_lora)."""
     recipe = recipe_for(preset)
     return recipe.lr_full_qformer if method_spec(method).trains_full_qformer else recipe.lr_lora
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """How a tiny stand-in is pretrained (trainables.pretrain); recorded in its manifest."""
+
+    train_items: int
+    """Corpus items trained on per epoch (trainables.pretrain_corpus)."""
+    heldout_items: int
+    """Further corpus items, never trained on, for the held-out loss of each objective."""
+    epochs: int
+    """Passes over the training items."""
+    batch_size: int
+    """Items per optimizer step (each batch holds one objective)."""
+    lr: float
+    """Peak AdamW learning rate (every tensor of the model trains)."""
+    warmup_steps: int
+    """Linear warm-up steps, then cosine decay to ``min_lr_ratio * lr``."""
+    min_lr_ratio: float
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float
+    """AdamW weight decay on >= 2-D tensors."""
+    caption_share: float
+    """Share of captioning items; the rest is instruction-style VQA."""
+    max_prompt_tokens: int
+    """Prompt cap, as in fine-tuning."""
+    num_threads: int
+    """torch intra-op threads."""
+
+
+PRETRAIN_SEED = 0
+"""Seed of the shipped pretrained weights (corpus, init, data order, dropout)."""
+PRETRAIN = PretrainRecipe(
+    train_items=20_000, heldout_items=1_000, epochs=4, batch_size=32, lr=2e-3, warmup_steps=200,
+    min_lr_ratio=0.05, weight_decay=0.05, caption_share=0.3, max_prompt_tokens=96, num_threads=1,
+)
 
 
 # Size of the embedded synthetic benchmarks (problems per split). 640 training problems: with

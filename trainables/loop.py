@@ -103,16 +103,20 @@ class Trial:
 
 
 def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
-                splits: Sequence[str] = SPLITS, memory_budget: int | None = None) -> Trial:
+                splits: Sequence[str] = SPLITS, memory_budget: int | None = None,
+                bundle: ModelBundle | None = None) -> Trial:
     """Model (seeded, frozen parts in ``cfg.weight_dtype``, trainables as fp32 masters), method
     applied, data prepared and tokenised once (only ``splits``), batch sizes and checkpointing
-    fitted to ``memory_budget`` (bytes of GPU memory the trial may use; None: as configured)."""
+    fitted to ``memory_budget`` (bytes of GPU memory the trial may use; None: as configured).
+    ``bundle``: use this model instead of building ``cfg.llm`` (the pretraining scores its fresh
+    weights zero-shot this way, before they are shipped)."""
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(device)
     reset_peak_memory(device)
-    bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed,
-                         dtype=WEIGHT_DTYPES[cfg.weight_dtype], random_weights=cfg.random_weights,
-                         text_layers=cfg.text_layers)
+    if bundle is None:
+        bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed,
+                             dtype=WEIGHT_DTYPES[cfg.weight_dtype], random_weights=cfg.random_weights,
+                             text_layers=cfg.text_layers, init=cfg.init)
     torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
     model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
     upcast_trainables(model)

@@ -7,9 +7,13 @@ branches and learned query tokens -> language_projection -> Flan-T5-style gated-
 encoder-decoder or LLaMA decoder), so LoRA targeting and parameter accounting are identical
 code paths for all of them.
 
-- tiny-t5 / tiny-llama: random init from a seed, shipped tokenizers, sized for the 2-core grid.
-- small-t5 / small-llama: same, tens of millions of parameters, for benchmarks; xlsplit-t5: sized
-  so that its ViT : Q-Former : LLM FLOP split per problem is Flan-T5-XL's (benchmarks.vit_cache).
+- tiny-t5 / tiny-llama: shipped tokenizers, sized for the 2-core grid; by default the shipped
+  pretrained weights (trainables.pretrained, built by trainables.pretrain), so that fine-tuning
+  adapts a model that can see and answer, as the paper's does; ``init="random"`` gives the
+  seeded random init instead.
+- small-t5 / small-llama: random init from a seed, shipped tokenizers, tens of millions of
+  parameters, for benchmarks; xlsplit-t5: sized so that its ViT : Q-Former : LLM FLOP split
+  per problem is Flan-T5-XL's (benchmarks.vit_cache).
 - flan-t5-xl / vicuna-7b: ``from_pretrained`` from the HF cache or ``model_path``; with
   ``meta=True`` built from the offline config on the meta device (no weights, no tokenizers);
   with ``random_weights=True`` built at full size from the offline config with cheap
@@ -35,7 +39,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from trainables.defaults import default_init
 from trainables.families import family_for_model_type
+from trainables.pretrained import INITS, SHIPPED_PRESETS, load_shipped
 from trainables.real_configs import HF_REPO_IDS, QFORMER, REAL_CONFIGS, VISION
 from trainables.vocab import PRESET_FAMILY, PRESETS, REAL_PRESETS, check_choice
 
@@ -181,6 +187,18 @@ def _check_build_args(preset: str, model_path: str | None, meta: bool, random_we
         raise ValueError(f"text_layers must be >= 1, got {text_layers}")
 
 
+def _check_init(preset: str, init: str | None, no_checkpoint: bool) -> str:
+    """The resolved init; "pretrained" needs shipped weights (tiny) or a checkpoint (real)."""
+    init = default_init(preset) if init is None else check_choice("init", init, INITS)
+    if init == "pretrained" and preset not in SHIPPED_PRESETS + REAL_PRESETS:
+        raise ValueError(f"no pretrained weights ship for preset {preset!r} "
+                         f"(only {', '.join(SHIPPED_PRESETS)}); use init='random'")
+    if init == "random" and preset in REAL_PRESETS and not no_checkpoint:
+        raise ValueError(f"init='random' does not apply to the real preset {preset!r}: it loads "
+                         "its checkpoint; random_weights=True builds it with random weights")
+    return init
+
+
 def _bundle(model, preset: str, family: str, qtok, ltok) -> ModelBundle:
     cfg = model.config
     return ModelBundle(
@@ -231,10 +249,13 @@ def _load_real(preset: str, model_path: str | None, device: str, dtype: torch.dt
 
 def build_model(preset: str, *, model_path: str | None = None, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32, meta: bool = False, seed: int = 0,
-                random_weights: bool = False, text_layers: int | None = None) -> ModelBundle:
+                random_weights: bool = False, text_layers: int | None = None,
+                init: str | None = None) -> ModelBundle:
     """Build the model of ``preset`` with its weights stored in ``dtype``.
 
-    Toy presets: random init with ``seed`` (the global RNG is left untouched), offline.
+    Toy presets, offline: ``init="random"``: random init with ``seed`` (the global RNG is left
+    untouched); ``"pretrained"`` (the tiny presets' default, defaults.default_init): the
+    shipped weights, checked against their manifest.
     Real presets: ``meta=True`` builds from the offline config on the meta device with no
     weights and ``None`` tokenizers (for counting); ``random_weights=True`` builds them at full
     size with deterministic random weights from ``seed`` and stand-in tokenizers (no download);
@@ -244,6 +265,7 @@ def build_model(preset: str, *, model_path: str | None = None, device: str | tor
     check_choice("preset", preset, PRESETS)
     family = PRESET_FAMILY[preset]
     _check_build_args(preset, model_path, meta, random_weights, text_layers)
+    init = _check_init(preset, init, meta or random_weights)
     if preset in REAL_PRESETS and not (meta or random_weights):
         return _load_real(preset, model_path, str(device), dtype)
     if meta:
@@ -275,6 +297,8 @@ def build_model(preset: str, *, model_path: str | None = None, device: str | tor
         head = model.language_model.lm_head.weight
         with torch.no_grad():
             head.normal_(0.0, head.shape[1] ** -0.5)
+    if init == "pretrained":
+        load_shipped(model, preset)
     return _bundle(model.to(device=device, dtype=dtype), preset, family, qformer_tok, llm_tok)
 
 

@@ -80,6 +80,31 @@ def _tied_lines(table: Table1, names: Callable[[str], str]) -> list[str]:
             f"{', '.join(tied) or 'none'}" for (b, llm), (best, tied) in sorted(groups.items())]
 
 
+def format_zero_shot(trials: Sequence[TrialResult], names: Callable[[str], str]) -> list[str]:
+    """Zero-shot test accuracy of each pretrained stand-in (recorded in its manifest) beside the
+    best fine-tuned test accuracy of its group, so the gain from fine-tuning is visible."""
+    from trainables.defaults import default_init
+    from trainables.pretrained import recorded_zero_shot
+
+    lines = []
+    cells = outcomes(trials)
+    for bench, llm in sorted({c.cell.group for c in cells}):
+        chosen = [c.chosen for c in cells if c.cell.group == (bench, llm)]
+        inits = {t.config.init if t.config is not None else default_init(llm) for t in chosen}
+        zero = recorded_zero_shot(llm, bench) if inits == {"pretrained"} else None
+        if zero is None:
+            continue
+        tests = [t.test_acc for t in chosen if t.test_acc is not None]
+        best = f"{100 * max(tests):.1f}" if tests else "-"
+        lines.append(f"  {names(bench)} ({bench}) / {names(llm)} ({llm}): zero-shot "
+                     f"{100 * zero['test']:.1f} (chance {100 * zero['chance_test']:.1f}), "
+                     f"best fine-tuned {best}")
+    if lines:
+        lines = ["", "zero-shot test accuracy (%) of the pretrained stand-ins, no fine-tuning "
+                 "(trainables/assets/pretrained/*.json):", *lines]
+    return lines
+
+
 def format_summary(trials: Sequence[TrialResult], retunes: Sequence[Any], targets: Any,
                    tracking: str, wall_s: float, correctness: Correctness | None = None) -> str:
     """Everything the user needs at the end of a sweep, in one block. ``trials``: the grid's
@@ -92,7 +117,7 @@ def format_summary(trials: Sequence[TrialResult], retunes: Sequence[Any], target
              "", f"marks: {LEGEND}",
              "", "best validation accuracy (%):", text(table, "val", names),
              "", "Table 1: test accuracy (%) at the best validation epoch:",
-             text(table, "table1", names)]
+             text(table, "table1", names), *format_zero_shot(trials, names)]
     if table.stats:
         lines += ["", "best test accuracy per group and the cells indistinguishable from it "
                   "(paired test, p >= 0.05):", *_tied_lines(table, names)]

@@ -54,7 +54,7 @@ CATEGORY_PREFIX = "test_acc/"
 """Final per-category test accuracies, e.g. test_acc/NAT (trainables.predictions)."""
 PREDICTIONS_ARTIFACT = "predictions"
 """Artifact folder of a trial's predictions.parquet (trainables.predictions)."""
-PARAM_KEYS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size",
+PARAM_KEYS = ("method", "sublayer", "rank", "llm", "init", "benchmark", "lr", "epochs", "batch_size",
               "grad_accum", "seed", "adapter", "alpha",
               "weight_dtype", "activation_checkpointing", "random_weights")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from orchestrator.driver.targets import resolve_targets
 from orchestrator.results.model import FINISHED, STOPPED, TrialResult
-from orchestrator.results.summary import best_per_group, format_summary
+from orchestrator.results.summary import best_per_group, format_summary, format_zero_shot
 from orchestrator.results.table1 import build_table1, text
 from trainables.cell import Cell
 from trainables.methods import PeftSetup
@@ -53,3 +53,20 @@ def test_best_per_group_and_summary_text():
     assert "5 of 6 with a test accuracy" in summary
     assert "qformer_lora/ffn dora r2  val 45.0  test 44.0" in summary
     assert "mlflow ui --backend-store-uri sqlite:///m.db" in summary and "sweep-x" in summary
+
+
+def test_zero_shot_of_the_pretrained_stand_ins_sits_beside_the_grid():
+    from trainables.config import TrialConfig
+    from trainables.pretrained import recorded_zero_shot
+
+    text = "\n".join(format_zero_shot(ROWS, NAMES))
+    for bench, best in (("synth-scienceqa", "58.0"), ("synth-iconqa", "44.0")):
+        zero = recorded_zero_shot("tiny-t5", bench)
+        assert (f"({bench}) / flan-t5-xl (tiny-t5): zero-shot {100 * zero['test']:.1f} "
+                f"(chance {100 * zero['chance_test']:.1f}), best fine-tuned {best}") in text
+    cell = Cell("synth-iconqa", "tiny-t5", PeftSetup("baseline", "none", 0))
+    random_base = TrialResult(cell, FINISHED, 0.3, 0.3, 3, config=TrialConfig.from_dict(
+        {"method": "baseline", "benchmark": "synth-iconqa", "init": "random"}))
+    assert format_zero_shot([random_base], NAMES) == []  # an untrained base has no zero-shot
+    small = row("synth-iconqa", "small-t5", "baseline", "none", 0, 0.3, 0.3)
+    assert format_zero_shot([small], NAMES) == []  # no shipped weights

@@ -16,6 +16,7 @@ from orchestrator.results.summary import best_per_group, format_summary
 from orchestrator.results.table1 import CELL_COLUMNS, build_table1, markdown, text, write_table1
 from trainables.cell import Cell
 from trainables.methods import PeftSetup
+from trainables.pretrained import read_manifest
 
 SQA, ICON, T5, LLAMA = "synth-scienceqa", "synth-iconqa", "tiny-t5", "tiny-llama"
 
@@ -141,6 +142,12 @@ class Described:
         return self.text
 
 
+def zero_shot_line(paper_bench: str, bench: str, paper_llm: str, llm: str, best: str) -> str:
+    zero = read_manifest(llm)["zero_shot"][bench]
+    return (f"  {paper_bench} ({bench}) / {paper_llm} ({llm}): zero-shot {100 * zero['test']:.1f} "
+            f"(chance {100 * zero['chance_test']:.1f}), best fine-tuned {best}")
+
+
 def test_the_console_summary_line_by_line():
     trials = [*TRIALS, result(ICON, T5, "baseline", "none", 0, 0.90, None, "e", ERROR),
               result(ICON, LLAMA, "baseline", "none", 0, 0.10, None, "dv", DIVERGED),
@@ -163,6 +170,14 @@ def test_the_console_summary_line_by_line():
         "  scienceqa (synth-scienceqa) / flan-t5-xl (tiny-t5): qformer_lora/ffn r1  val 60.0  test 58.0",
         "", f"marks: {LEGEND}", "", "best validation accuracy (%):", *val.splitlines(),
         "", "Table 1: test accuracy (%) at the best validation epoch:", *test.splitlines(),
+        "", "zero-shot test accuracy (%) of the pretrained stand-ins, no fine-tuning "
+        "(trainables/assets/pretrained/*.json):",
+        # the tiny stand-ins load their shipped weights by default: each group's zero-shot
+        # score (from the manifest) beside its best chosen test accuracy ("-": none scored)
+        zero_shot_line("iconqa", ICON, "vicuna-7b", LLAMA, "66.5"),
+        zero_shot_line("iconqa", ICON, "flan-t5-xl", T5, "29.0"),
+        zero_shot_line("scienceqa", SQA, "vicuna-7b", LLAMA, "-"),
+        zero_shot_line("scienceqa", SQA, "flan-t5-xl", T5, "58.0"),
         "", "retuned cells (*):", "  one", "  two",
         "", f"MLflow: {tracking}",
         "  browse: mlflow ui --backend-store-uri sqlite:///m.db  (experiment 'sweep-x', one "

@@ -256,7 +256,7 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     full = runs["synth-scienceqa|tiny-t5|llm_lora/all|r2"]
     recipe = recipe_for("tiny-t5")
     assert full.data.params == {"method": "llm_lora", "sublayer": "all", "rank": "2",
-                                "llm": "tiny-t5", "benchmark": "synth-scienceqa",
+                                "llm": "tiny-t5", "init": "pretrained", "benchmark": "synth-scienceqa",
                                 "lr": str(default_lr("llm_lora", "tiny-t5")), "epochs": "4",
                                 "batch_size": str(recipe.batch_size),
                                 "grad_accum": str(recipe.grad_accum), "seed": "0",

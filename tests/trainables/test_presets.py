@@ -40,17 +40,17 @@ def test_seed_fixes_init_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    a = build_model("tiny-llama", seed=5).model.state_dict()
+    a = build_model("tiny-llama", seed=5, init="random").model.state_dict()
     assert torch.equal(torch.rand(3), expected)
-    b = build_model("tiny-llama", seed=5).model.state_dict()
-    c = build_model("tiny-llama", seed=6).model.state_dict()
+    b = build_model("tiny-llama", seed=5, init="random").model.state_dict()
+    c = build_model("tiny-llama", seed=6, init="random").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["query_tokens"], c["query_tokens"])
 
 
 @pytest.mark.parametrize("preset", TINY)
 def test_forward_backward_with_image_tokens(preset, tiny_batch):
-    bundle = build_model(preset)
+    bundle = build_model(preset, init="random")
     batch = tiny_batch(bundle)
     assert_image_tokens(batch["input_ids"], bundle.image_token_id, bundle.num_query_tokens)
     out = bundle.model(**batch)

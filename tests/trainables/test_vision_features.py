@@ -24,7 +24,7 @@ BOOKKEEPING = ("samples_per_s", "epoch_time_s", "checkpoint_mb", "peak_memory_gi
 
 
 def _lora_model(preset, seed=1):
-    bundle = build_model(preset, seed=seed)
+    bundle = build_model(preset, seed=seed, init="random")  # seeds must give different ViTs
     model = apply_method(bundle.model, PeftSetup("both_lora", "all", 2), family_spec(bundle.family))
     with torch.no_grad():
         for name, p in model.named_parameters():

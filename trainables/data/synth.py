@@ -52,7 +52,8 @@ def _draw(d: ImageDraw.ImageDraw, shape: str, colour: str, cx: int, cy: int, r: 
         d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
 
 
-def _png(objects: list[tuple[str, str, int, int, int]]) -> bytes:
+def render_png(objects: list[tuple[str, str, int, int, int]]) -> bytes:
+    """PNG bytes of (shape, colour, cx, cy, r) objects on white; also drawn by the pretraining corpus."""
     im = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), (255, 255, 255))
     d = ImageDraw.Draw(im)
     for obj in objects:
@@ -120,7 +121,7 @@ def make_problem(rng: random.Random, qtype: str) -> dict:
             truth = "top" if heavy == top else "bottom"
         choices, answer = _options(rng, truth, ["top", "bottom"], 2, keep_order=True)
     return {"qtype": qtype, "question": question, "choices": choices, "answer": answer,
-            "hint": hint, "image": _png(objects)}
+            "hint": hint, "image": render_png(objects)}
 
 
 def generate(kind: str, seed: int, sizes: dict[str, int]) -> list[tuple[str, str, dict]]:
