@@ -9,6 +9,7 @@ import pytest
 from trainables.accounting import (
     ParamReport,
     all_cells,
+    base_sizes,
     count_parameters,
     format_table,
     main,
@@ -146,3 +147,12 @@ def test_cli_rejects_missing_or_unknown_values(capsys, argv, error):
     with pytest.raises(SystemExit):
         main(argv)
     assert error in capsys.readouterr().err
+
+
+def test_base_sizes_name_the_plain_models_tensors_after_wrapping():
+    """The planner reads layer shapes by plain name: peft's '.base_layer.' must not show."""
+    bundle = build_model("tiny-t5")
+    plain = base_sizes(bundle.model)
+    wrapped = apply_method(bundle.model, PeftSetup("both_lora", "all", 2), family_spec("t5"))
+    assert any(".base_layer." in n for n, _ in wrapped.named_parameters())
+    assert base_sizes(wrapped) == plain
