@@ -257,7 +257,7 @@ def test_make_scheduler_restores_only_when_resuming(tmp_path):
     first.on_trial_result(None, t, {"epoch": 1, "best_val_acc": 0.5})
     assert make_scheduler("asha", settings, state_uri=uri).snapshot()["groups"] == {}
     assert make_scheduler("asha", settings, state_uri=uri, resume=True).snapshot() == first.snapshot()
-    with pytest.raises(ValueError, match="scheduler 'asha' needs its AshaSettings"):
+    with pytest.raises(ValueError, match="^scheduler 'asha' needs its AshaSettings$"):
         make_scheduler("asha")
 
 
