@@ -156,3 +156,17 @@ def test_base_sizes_name_the_plain_models_tensors_after_wrapping():
     wrapped = apply_method(bundle.model, PeftSetup("both_lora", "all", 2), family_spec("t5"))
     assert any(".base_layer." in n for n, _ in wrapped.named_parameters())
     assert base_sizes(wrapped) == plain
+
+
+def test_qformer_trainable_fraction_of_lora_and_full_qformer_methods(meta_models):
+    """LoRA on the Q-Former trains its adapters and the 32 query tokens; llm_lora trains the
+    whole Q-Former. The Q-Former's size is summed here from the model's own tensors."""
+    model, t5 = meta_models["flan-t5-xl"], family_spec("t5")
+    qformer = sum(p.numel() for n, p in model.named_parameters()
+                  if n.startswith(("qformer.", "query_tokens")))
+    queries = 32 * 768
+    for rank in (1, 8):
+        report = count_parameters(model, PeftSetup("qformer_lora", "all", rank), t5)
+        assert report.qformer_total == qformer
+        assert report.qformer_trainable_fraction == (265_728 * rank + queries) / qformer
+    assert count_parameters(model, PeftSetup("llm_lora", "all", 4), t5).qformer_trainable_fraction == 1.0
