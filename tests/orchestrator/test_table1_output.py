@@ -265,3 +265,17 @@ def test_console_width_has_a_floor_for_short_method_labels():
     assert text(table, "table1").splitlines() == [
         "LLM         " + "method" + " " * 12 + "  synth-scienceqa n",  # 12 + 18 + 19 wide
         "tiny-t5     " + "baseline/none" + " " * 5 + " " * 15 + "49.0"]
+
+
+def test_write_table1_adds_intervals_to_the_markdown_only_when_asked(tmp_path):
+    trials = [result(SQA, T5, "llm_lora", "all", 1, 0.71, 0.70, "r1"),
+              result(SQA, T5, "baseline", "none", 0, None, 0.20, "b")]  # no val reported
+    right = {"r1": 14, "b": 4}
+    table = build_table1(trials, lambda t: {p: i < right[t.run_id] for i, p in enumerate(PIDS)})
+    plain, _, cells = write_table1(table, tmp_path)
+    assert "[" not in plain.read_text()
+    rows = {r["run_id"]: r for r in csv.DictReader(cells.open())}
+    assert (rows["b"]["best_val_acc"], rows["b"]["test_acc"]) == ("", "20.00")
+    (tmp_path / "i").mkdir()
+    md = write_table1(table, tmp_path / "i", intervals=True)[0].read_text()
+    assert "70.00◆ [48.1, 85.5]" in md and "[a, b]: 95% interval" in md
