@@ -187,8 +187,8 @@ def test_resume_continues_from_the_checkpoint_and_a_finished_trial_only_repeats(
     assert script.trained == [1, 2] and "trainable_params" not in rest[0]
 
     def strip(r):
-        return {k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_time_s",
-                                                        "checkpoint_mb", "trainable_params")}
+        return {k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_time_s", "checkpoint_mb",
+                                                        "peak_memory_gib", "trainable_params")}
     assert [strip(r) for r in first + rest] == [strip(r) for r in whole]
     again = Script(val)
     repeat, dirs, _ = _run(monkeypatch, cfg, again, resume_from=tmp_path / "epoch-3")
@@ -250,17 +250,19 @@ def test_evaluate_scores_a_split_at_the_fitted_eval_batch(monkeypatch):
     seen = {}
 
     def score_in_batches(model, problems, pixels_for, spec, precision, batch_size):
-        seen.update(problems=problems, batch_size=batch_size, pixels_for=pixels_for)
+        seen.update(model=model, problems=problems, pixels_for=pixels_for, spec=spec,
+                    precision=precision, batch_size=batch_size)
         return ScoreResult([0, 0, 1, 0], [[1.0, 2.0]] * 4)
 
     monkeypatch.setattr(loop, "score_in_batches", score_in_batches)
     problems = [SimpleNamespace(pid=f"p{i}", answer_index=a) for i, a in enumerate((0, 1, 1, 1))]
-    eval_inputs = object()
-    trial = SimpleNamespace(model=None, spec=None, precision=None, splits={"val": problems},
+    eval_inputs, model, spec, precision = object(), object(), object(), object()
+    trial = SimpleNamespace(model=model, spec=spec, precision=precision, splits={"val": problems},
                             settings=SimpleNamespace(eval_batch_size=5),
                             vision=SimpleNamespace(eval_inputs=eval_inputs))
     acc, result = loop.evaluate(trial, "val")
-    assert acc == 0.5 and seen == {"problems": problems, "batch_size": 5, "pixels_for": eval_inputs}
+    assert acc == 0.5 and seen == {"model": model, "problems": problems, "pixels_for": eval_inputs,
+                                   "spec": spec, "precision": precision, "batch_size": 5}
     scores = loop.split_scores(trial, "val", result)
     assert (scores.split, scores.pids, scores.answers) == ("val", ("p0", "p1", "p2", "p3"), (0, 1, 1, 1))
     assert (scores.picked, scores.scores) == ((0, 0, 1, 0), ((1.0, 2.0),) * 4)
@@ -276,3 +278,6 @@ def test_final_evaluation_scores_val_now_when_no_best_scores_were_kept(monkeypat
     rows = table.to_pydict()
     assert rows["split"] == ["val"] * 2 + ["test"] * 10 and rows["picked_index"][:2] == [0, 1]
     assert metrics["test_acc"] == 0.1 and metrics["test_gold_nll"] == pytest.approx(1.85)
+    # choice NLL: -log softmax(-nll) of the gold answer; 1 problem [0.5, 2.0], 9 at [2.0, 0.5]
+    choice = (math.log(1 + math.exp(-1.5)) + 9 * (1.5 + math.log(1 + math.exp(-1.5)))) / 10
+    assert metrics["test_choice_nll"] == pytest.approx(choice)
