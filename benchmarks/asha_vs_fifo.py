@@ -12,7 +12,8 @@ the grid): --scheduler asha and --scheduler fifo. Reports
 Both runs use the sweep's defaults (ASHA: trainables.defaults.asha_defaults).
 
     python -m benchmarks.asha_vs_fifo [--space full_grid] [--max-concurrent 2]
-                                      [--workdir DIR [--reuse]]   (--reuse: analyse DIR's runs)
+                                      [--workdir DIR [--reuse]]   (--reuse: analyse DIR's runs;
+                                      a run without one "wall time" line has wall null)
 Ends with one JSON line: ratios first.
 """
 from __future__ import annotations
@@ -53,11 +54,11 @@ def best_per_group(trials: list[dict[str, Any]]) -> dict[str, tuple[list[str], f
 
 
 def load_or_run(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    if args.reuse:
-        run = {"trials": trial_records(root / kind / "rr")}
-        run["sweep_wall_s"] = float(re.search(r"wall time (\d+) s",
-                                              (root / kind / "stdout.txt").read_text()).group(1))
-        return run
+    if args.reuse:  # a run interrupted and --resume'd (or assembled) has no one wall time
+        stdout = root / kind / "stdout.txt"
+        walls = re.findall(r"wall time (\d+) s", stdout.read_text()) if stdout.is_file() else []
+        return {"trials": trial_records(root / kind / "rr"),
+                "sweep_wall_s": float(walls[0]) if len(walls) == 1 else None}
     return run_sweep(args.space, root / kind, "--scheduler", kind, "--no-retune",
                      "--max-concurrent", str(args.max_concurrent))
 
@@ -86,11 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{g}: FIFO best {', '.join(best['fifo'][g][0])} ({100 * best['fifo'][g][1]:.1f}); "
               f"ASHA best {', '.join(best['asha'][g][0])} ({100 * best['asha'][g][1]:.1f}) "
               f"-> same: {same[g]}, within 1 SE ({100 * se[g]:.1f}): {within[g]}")
+    walls = {k: r["sweep_wall_s"] for k, r in runs.items()}
     print(f"trial-epochs: FIFO {epochs['fifo']}, ASHA {epochs['asha']}; sweep wall: FIFO "
-          f"{runs['fifo']['sweep_wall_s']:.0f} s, ASHA {runs['asha']['sweep_wall_s']:.0f} s")
+          f"{walls['fifo']} s, ASHA {walls['asha']} s")
     print(json.dumps({
         "epochs_ratio": round(epochs["fifo"] / max(epochs["asha"], 1), 2),
-        "wall_ratio": round(runs["fifo"]["sweep_wall_s"] / max(runs["asha"]["sweep_wall_s"], 1), 2),
+        "wall_ratio": (round(walls["fifo"] / max(walls["asha"], 1), 2)
+                       if None not in walls.values() else None),
         "same_best_groups": sum(same.values()), "within_se_groups": sum(within.values()),
         "groups": len(same), "same_best": same, "within_se": within,
         "trial_epochs_fifo": epochs["fifo"], "trial_epochs_asha": epochs["asha"],

@@ -195,9 +195,40 @@ class AshaDefaults:
     brackets: int = 1
 
 
-# PROVISIONAL until the replay evidence lands (the previous rule, grace max(1, E // 8), rf 4).
-PAPER_ASHA = AshaDefaults(grace_period=1, reduction_factor=4, metric="best_val_acc")
-TINY_ASHA = AshaDefaults(grace_period=1, reduction_factor=4, metric="best_val_acc")
+# Chosen by replaying recorded FIFO learning curves (orchestrator.driver.scheduler_replay on
+# tests/fixtures/fifo_curves_full_grid.json; the fixture's provenance says what was recorded).
+# Rule: among the settings that keep every recorded group's FIFO winner (the cell with the best
+# validation accuracy) at 1, 2 and 4 trial slots, the one that trains the fewest trial-epochs;
+# brackets > 1 only win by the draw of a winner into the later bracket, so one bracket.
+# Evidence (tiny recipe, 8 epochs; group synth-iconqa / tiny-llama, 33 cells, FIFO 219
+# trial-epochs; worst over 1/2/4 slots, recorded epoch times; `--unit-time` gives the same
+# verdicts on these rows):
+#   grace rf brackets metric          rungs  trial-epochs FIFO/ASHA winner kept
+#   1     4  1        best_val_acc    1,4      101        2.17       no   (the old default)
+#   1     4  1        val_gold_nll    1,4       90        2.43       no
+#   1     3  2        val_gold_nll    1,3      114        1.92       yes  (bracket draw)
+#   2     4  1        best_val_acc    2,8      112        1.96       no
+#   2     4  1        val_gold_nll    2,8      123        1.78       yes  <- TINY_ASHA
+#   2     2  1        val_gold_nll    2,4,8    131        1.67       yes
+#   3     4  1        best_val_acc    3        160        1.37       no
+#   4     3  1        best_val_acc    4        187        1.17       yes
+# Why: the LoRA trials that end best learn late (the winner, llm_lora/all r4, is at 35% / 42%
+# validation accuracy at epochs 1 / 2 and 82% at epoch 8); accuracy on 96 problems cannot tell it
+# from the trials that never learn until epoch 4, the gold answer's validation NLL can from
+# epoch 2. No setting that keeps the winner saves 3x here: with an 8-epoch budget and trials that
+# stop themselves (patience 2 from epoch 4), the most saving setting replayed (grace 1-4, rf
+# 2-4, brackets 1-2, 3 metrics) saves 2.43x. Every row is within one binomial SE of the winner's
+# validation accuracy (SE 3.9 points at 82% of 96): that criterion cannot tell settings apart here.
+# Caveat: recorded at commit 270103f, before the pretrained tiny base (#13, c6de906) and the
+# loop's seeded epoch order (e2efb02), on one complete group (the other groups were not
+# finished in the time the shared machine allowed); re-record and replay when the base changes.
+TINY_ASHA = AshaDefaults(grace_period=2, reduction_factor=4, metric="val_gold_nll")
+# The paper's recipe (15 epochs): no real-size curves exist to replay (no GPU), so the first
+# rung is the paper's own earliest stop, epoch 8 ("never before the half-way point"), keeping
+# the better half by the gold answer's validation NLL (the tiny evidence: NLL separates the late
+# learners accuracy cannot); rungs at 1 and 4 (the old default) judged trials before the paper
+# itself would. Replay real FIFO curves to tighten it.
+PAPER_ASHA = AshaDefaults(grace_period=8, reduction_factor=2, metric="val_gold_nll")
 
 
 def asha_defaults(preset: str) -> AshaDefaults:

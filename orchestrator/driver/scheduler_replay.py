@@ -171,15 +171,22 @@ def replay_table(curves: Sequence[Curve], grid: Sequence[AshaSettings],
 
 # -- recording and files ----------------------------------------------------------------------
 def record(experiment_dir: Path, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The curves of a FIFO sweep's Tune experiment directory (one result.json per trial)."""
+    """The curves of a FIFO sweep's Tune experiment directory (one result.json per trial).
+
+    Only finished trials (last report done or diverged) are kept: a trial still running or cut
+    off by an interruption has a partial curve, and replaying it as complete would misjudge it.
+    Their names are in the returned ``unfinished``.
+    """
     from orchestrator.driver.retune import val_size
     from orchestrator.tracking.mlflow_runs import parse_config
-    trials = []
+    trials: list[dict[str, Any]] = []
+    unfinished: list[str] = []
     for result in sorted(Path(experiment_dir).glob("*/result.json")):
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         params = json.loads((result.parent / "params.json").read_text())
         by_epoch = {int(r["epoch"]): r for r in rows if r.get("val_acc") is not None}
-        if not by_epoch:
+        if not by_epoch or not (rows[-1].get("done") or rows[-1].get("diverged")):
+            unfinished.append(result.parent.name)  # in flight: a partial curve is no curve
             continue
         epochs = [{k: (round(float(v), 6) if isinstance(v, float) else v)
                    for k, v in by_epoch[e].items() if k in EPOCH_KEYS} for e in sorted(by_epoch)]
@@ -191,7 +198,7 @@ def record(experiment_dir: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     if not trials:
         raise ValueError(f"{experiment_dir}: no trial result.json with validation reports")
     trials.sort(key=lambda t: t["index"])
-    return {"provenance": provenance, "trials": trials}
+    return {"provenance": provenance, "trials": trials, "unfinished": unfinished}
 
 
 def load_curves(path: Path) -> tuple[dict[str, Any], list[Curve]]:
@@ -205,6 +212,12 @@ def load_curves(path: Path) -> tuple[dict[str, Any], list[Curve]]:
         if [e["epoch"] for e in c.epochs] != list(range(1, len(c.epochs) + 1)):
             raise ValueError(f"{path}: {c.config} has gaps in its epochs")
     return data.get("provenance", {}), curves
+
+
+def _row_of(s: AshaSettings | dict[str, Any]) -> tuple:
+    if isinstance(s, AshaSettings):
+        return (s.grace_period, s.reduction_factor, s.brackets, s.metric)
+    return (s["grace"], s["rf"], s["brackets"], s["metric"])
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
@@ -242,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         prov = dict(kv.split("=", 1) for kv in args.provenance)
         data = record(args.storage, prov)
         args.out.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
-        print(f"{len(data['trials'])} curves -> {args.out}")
+        print(f"{len(data['trials'])} curves -> {args.out}; {len(data['unfinished'])} unfinished "
+              f"trials left out{': ' if data['unfinished'] else ''}{', '.join(data['unfinished'])}")
         return 0
     provenance, curves = load_curves(args.curves)
     max_t = max(len(c.epochs) for c in curves)
@@ -252,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = replay_table(curves, grid, args.concurrency, args.unit_time)
     rows.sort(key=lambda r: (-r["kept"], -r["within_se"], -r["ratio"]))
     print(format_rows(rows))
+    best = rows[0]
+    print(f"\nmost saving among those keeping the most winners: grace {best['grace']}, rf "
+          f"{best['rf']:g}, brackets {best['brackets']}, {best['metric']}")
+    for k in args.concurrency:
+        setting = next(s for s in grid if _row_of(s) == _row_of(best))
+        for group, o in outcomes(curves, simulate(curves, setting, k, args.unit_time)).items():
+            print(f"  concurrency {k} {'/'.join(group)}: FIFO best {', '.join(o.fifo_best)} "
+                  f"({o.fifo_acc:.3f}); ASHA best {o.asha_best} ({o.asha_acc:.3f}); 1 SE {o.se:.3f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from orchestrator.driver.scheduler_replay import (
     Curve,
     load_curves,
@@ -17,6 +15,7 @@ from orchestrator.driver.scheduler_replay import (
     simulate,
 )
 from orchestrator.driver.schedulers import AshaSettings
+from trainables import defaults
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fifo_curves_full_grid.json"
 
@@ -79,10 +78,15 @@ def test_record_reads_a_tune_experiment(tmp_path):
          "sublayer": "none", "rank": 0, "lr": None, "seed": 0}))
     reports = [{"epoch": e, "val_acc": 0.5, "best_val_acc": 0.5, "train_loss": 1.0,
                 "val_choice_nll": 0.7, "epoch_time_s": 2.0, "time_total_s": 9} for e in (1, 2)]
-    reports[-1]["test_acc"] = 0.4
+    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
+    running = tmp_path / "exp" / "t1"  # still in flight (or cut off): its curve is partial
+    running.mkdir()
+    (running / "params.json").write_text((trial / "params.json").read_text())
+    (running / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
+    reports[-1].update(test_acc=0.4, done=True)
     (trial / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
     data = record(tmp_path / "exp", {"commit": "abc"})
-    assert data["provenance"] == {"commit": "abc"}
+    assert data["provenance"] == {"commit": "abc"} and data["unfinished"] == ["t1"]
     (t,) = data["trials"]
     assert t["n_val"] == 96 and t["test_acc"] == 0.4 and len(t["epochs"]) == 2
     assert "time_total_s" not in t["epochs"][0]
@@ -91,10 +95,19 @@ def test_record_reads_a_tune_experiment(tmp_path):
     assert load_curves(out)[1][0].best_val_acc(2) == 0.5
 
 
-def test_shipped_fixture_replays():
-    if not FIXTURE.is_file():
-        pytest.skip("fixture not recorded yet")
+def test_tiny_defaults_keep_every_recorded_winner():
+    # The evidence behind trainables.defaults.TINY_ASHA: replayed on the shipped FIFO curves
+    # (tiny recipe, 8 epochs) at 1, 2 and 4 trial slots, the defaults keep every recorded
+    # group's FIFO winner -- the setting the grace-1 default of before did not (it lost it).
     provenance, curves = load_curves(FIXTURE)
-    assert provenance["scheduler"] == "fifo" and len(curves) == 132
+    assert provenance["scheduler"] == "fifo" and len(curves) == 33 * len(provenance["groups"])
+    d = defaults.TINY_ASHA
+    chosen = AshaSettings(max_t=8, grace_period=d.grace_period, reduction_factor=d.reduction_factor,
+                          brackets=d.brackets, metric=d.metric)
+    old = AshaSettings(max_t=8, grace_period=1, reduction_factor=4)
+    (row, old_row) = replay_table(curves, [chosen, old], concurrencies=[1, 2, 4])
+    assert row["kept"] == row["groups"] == len(provenance["groups"])
+    assert old_row["kept"] < old_row["groups"]
+    assert row["trial_epochs"] < row["fifo_epochs"]
     assert main(["replay", "--curves", str(FIXTURE), "--grace", "1", "--rf", "4",
                  "--metric", "best_val_acc", "--brackets", "1", "--concurrency", "2"]) == 0
