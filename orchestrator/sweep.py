@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from typing import NoReturn
 
+from orchestrator.driver.interrupts import Interrupted, SweepStop
+from orchestrator.driver.local_ray import prefer_loopback
 from orchestrator.driver.options import AUGMENT_CHOICES, OptionError, SweepOptions
 from orchestrator.driver.spaces import SPACE_MODULES, SpaceError
 from trainables.defaults import RUNG_METRICS
@@ -33,6 +37,12 @@ examples:
 
 YAML spaces: {methods: [baseline, {method: qformer_lora, sublayers: [ffn, all]}],
   ranks: [1, 2], llms: [flan-t5-xl], benchmarks: [iconqa], epochs: 4, lr: 1e-4}
+
+exit status: 0 done; 1 some trials failed; 2 bad input (one line, nothing started);
+  3 trained, but MLflow was unreachable: updates wait in <storage>/<name>/tracking-outbox
+  (python -m orchestrator.results.report --experiment NAME --sync writes them); 4 stopped before the
+  storage filled up (free space, then --resume); 130 / 143 interrupted by SIGINT / SIGTERM
+  (--resume continues). A local sweep's Ray listens on 127.0.0.1 only.
 """
 
 
@@ -122,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list every trial with parameter counts at the real model sizes and "
                             "memory/FLOPs estimates, then exit (Ray is not started)")
     modes.add_argument("--plan-out", metavar="FILE.json", help="with --dry-run: also write the plan as JSON")
+    modes.add_argument("--verbose", action="store_true",
+                       help="Ray Tune's full trial table every 30 s and the workers' logs "
+                            "(default: one compact progress line per change)")
     modes.add_argument("--no-retune", action="store_true", help="skip re-tuning divergent cells")
     modes.add_argument("--retune-samples", type=int,
                        help="learning rates tried per divergent cell (default search_spaces.lr_retune)")
@@ -129,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="advanced (tests, experiments): a different Ray Tune function trainable "
                             "taking the flat trial config (default orchestrator.driver.tuner:run_cell)")
     return p
+
+
+def fail(message: str) -> NoReturn:
+    """The sweep's one-line error (exit 2): an option's value, a space, data, storage, ..."""
+    print(f"sweep: error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,17 +158,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = SweepOptions.from_namespace(parser.parse_args(argv), argv)
     except OptionError as err:
-        parser.error(str(err))
+        fail(str(err))  # a value the parser accepted but that cannot run: one line, no usage
+    stop = SweepStop()
+    stop.install()  # Ctrl-C or SIGTERM from here on: exit 130 / 143 with one line, not a traceback
+    try:
+        return _run(options, stop)
+    except Interrupted as err:
+        print(f"sweep: interrupted by {signal.Signals(err.signum).name} before any trial "
+              f"started; nothing to resume", file=sys.stderr)
+        return 128 + err.signum
+    finally:
+        stop.restore()
+
+
+def _run(options: SweepOptions, stop: SweepStop) -> int:
     from orchestrator.driver import run as driver  # after parsing: --help and option errors stay instant
     try:
         prepared = driver.prepare(options)
         if options.dry_run:
             return driver.dry_run(prepared, options)
-        return driver.run(prepared, options)
+        with prefer_loopback(options.address):  # before ray is imported: Ray on 127.0.0.1 only
+            return driver.run(prepared, options, stop=stop)
     except (SpaceError, driver.SweepError) as err:
-        # One line naming the culprit (no usage block: the options parsed fine).
-        print(f"sweep: error: {one_line(str(err))}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(err))  # one line naming the culprit (no usage block: the options parsed)
 
 
 if __name__ == "__main__":

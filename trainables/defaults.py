@@ -171,8 +171,6 @@ MAX_JSON_FILE_BYTES = 1 << 30
 """A benchmark's JSON index (ScienceQA's problems.json is ~40 MB)."""
 MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024
 """One benchmark image file (ScienceQA/IconQA images are kilobytes)."""
-ERROR_EXCERPT_CHARS = 80
-"""The most of a user's value an error message quotes."""
 
 # Frozen-ViT feature cache (trainables.vision_features, trainables.feature_store). On by default:
 # it changes no number (scoring uses the deterministic eval transform; training reads it only
@@ -242,3 +240,15 @@ PAPER_ASHA = AshaDefaults(grace_period=8, reduction_factor=2, metric="val_gold_n
 def asha_defaults(preset: str) -> AshaDefaults:
     """The ASHA defaults of a model preset's recipe."""
     return TINY_ASHA if recipe_for(preset) is TINY else PAPER_ASHA
+
+
+PLAUSIBLE_LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 1000), "lr": (1e-9, 1.0), "batch_size": (1, 4096), "grad_accum": (1, 4096),
+    "eval_batch_size": (1, 4096), "patience": (1, 1000), "seed": (0, 2**32 - 1),
+    "max_prompt_tokens": (1, 32768), "weight_decay": (0.0, 1.0), "num_threads": (1, 1024),
+    "max_train_examples": (1, 10**8), "max_eval_examples": (1, 10**8),
+    "divergence_factor": (1.0, 1e6), "vit_cache_max_gb": (1e-3, 1e5),
+}
+"""Trial-config values beyond which no model or budget works (orchestrator.driver.preflight): a
+typo like ``epochs: 1e9`` or ``lr: 5`` fails before Ray starts, not hours later. The seed is
+what numpy's generators accept."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.defaults import ERROR_EXCERPT_CHARS
+ERROR_EXCERPT_CHARS = 80
+"""The most of a user's value an error message quotes."""
 
 
 def excerpt(value: Any, limit: int = ERROR_EXCERPT_CHARS) -> str:

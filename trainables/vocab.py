@@ -5,6 +5,8 @@ dry-run planner all reject the same unknown values with the same allowed lists.
 """
 from __future__ import annotations
 
+from trainables.excerpt import excerpt
+
 # Methods, sublayers and adapter variants are data in trainables.methods.
 PAPER_RANKS: tuple[int, ...] = (1, 2, 4, 8)
 
@@ -38,6 +40,6 @@ OFFLINE_STAND_IN: dict[str, str] = {
 def check_choice(kind: str, value: object, allowed: tuple[str, ...]) -> str:
     """Return ``value`` if allowed, else raise one ValueError naming it and the allowed values."""
     if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+        raise ValueError(f"unknown {kind} {excerpt(value)}; allowed: {', '.join(allowed)}")
     return str(value)
 

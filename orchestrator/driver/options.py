@@ -9,6 +9,7 @@ option cannot be added to one and forgotten in the other.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class SweepOptions:
     resume: bool = False
     dry_run: bool = False
     plan_out: str | None = None
+    verbose: bool = False
+    """Ray Tune's full table and the workers' logs instead of the progress line."""
     no_retune: bool = False
     retune_samples: int | None = None
     trainable: str | None = None
@@ -79,17 +82,19 @@ class SweepOptions:
             value = getattr(self, opt)
             if value is not None and value < 1:
                 raise OptionError(f"--{_flag(opt)} must be >= 1, got {value}")
-        if self.reduction_factor is not None and self.reduction_factor <= 1:
-            raise OptionError(f"--reduction-factor must be > 1, got {self.reduction_factor}")
+        if self.reduction_factor is not None and not 1 < self.reduction_factor < math.inf:
+            raise OptionError(f"--reduction-factor must be a number > 1, got "
+                              f"{self.reduction_factor}")
         if self.cpu and self.gpus_per_trial > 0:
             raise OptionError("--cpu contradicts --gpus-per-trial > 0")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise OptionError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if not 0 < self.cpus_per_trial < math.inf or not 0 <= self.gpus_per_trial < math.inf:
+            raise OptionError(f"--cpus-per-trial must be a number > 0 and --gpus-per-trial >= 0, "
+                              f"got {self.cpus_per_trial} and {self.gpus_per_trial}")
         if self.max_failures < 0:
             raise OptionError(f"--max-failures must be >= 0, got {self.max_failures}")
         if self.no_vit_cache and (self.vit_cache_dir or self.vit_cache_max_gb is not None):
             raise OptionError("--vit-cache-dir/--vit-cache-max-gb contradict --no-vit-cache")
-        if self.vit_cache_max_gb is not None and not self.vit_cache_max_gb > 0:
+        if self.vit_cache_max_gb is not None and not 0 < self.vit_cache_max_gb < math.inf:
             raise OptionError(f"--vit-cache-max-gb must be > 0, got {self.vit_cache_max_gb}")
         if self.augment not in (None, *AUGMENT_CHOICES):
             raise OptionError(f"--augment must be one of {', '.join(AUGMENT_CHOICES)}, got {excerpt(self.augment)}")

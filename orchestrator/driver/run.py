@@ -7,6 +7,7 @@ them before Ray starts), so a mistake costs seconds, not a half-run sweep.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import os
 import tempfile
@@ -16,9 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.driver import local_ray, preflight
+from orchestrator.driver.cluster import resolve_address as cluster_address
+from orchestrator.driver.endings import STORAGE_FULL, TRACKING_PENDING, interrupted, pending_message
+from orchestrator.driver.interrupts import Interrupted, SweepStop
+from orchestrator.driver.names import UnsafeName, check_name, default_name, state_dir
 from orchestrator.driver.options import SweepOptions
 from orchestrator.driver.spaces import Space, load_space
+from orchestrator.driver.sweep_lock import SweepLock, SweepLocked
 from orchestrator.driver.targets import Targets, resolve_targets, trial_configs
+from orchestrator.tracking.outbox import OUTBOX_DIR
 from trainables.config import TrialConfig
 
 
@@ -66,8 +74,16 @@ def prepare(options: SweepOptions) -> Prepared:
                                  brackets=options.brackets, metric=options.rung_metric)
         except ValueError as err:
             raise SweepError(f"ASHA: {err}") from None
-    return Prepared(space=space, targets=targets, trials=trials,
-                    name=options.name or f"sweep-{space.name}", epoch_budget=budget, asha=asha)
+    try:  # the name becomes directories and an MLflow experiment: a name, never a path
+        name = check_name(options.name) if options.name is not None else default_name(space.name)
+        # Values no model or budget can take, duplicate cells, incomplete checkpoints.
+        preflight.check_trials(trials, sources=not options.dry_run)
+        if not options.dry_run and cluster_address(options.address) is None:
+            preflight.check_local_resources(options.cpus_per_trial, options.gpus_per_trial)
+    except (UnsafeName, preflight.PreflightError) as err:
+        raise SweepError(str(err)) from None
+    return Prepared(space=space, targets=targets, trials=trials, name=name, epoch_budget=budget,
+                    asha=asha)
 
 
 def _with_random_weights(trials: list[TrialConfig]) -> list[TrialConfig]:
@@ -87,6 +103,11 @@ def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     from orchestrator.driver import plan, vit_savings
     overrides = {**prepared.space.overrides, **options.trial_overrides()}  # as in the trials
     setting = vit_savings.setting_from_overrides(overrides)
+    if options.plan_out:
+        try:
+            preflight.check_output_path(options.plan_out, "--plan-out", directory=False)
+        except preflight.PreflightError as err:
+            raise SweepError(str(err)) from None
     trials = vit_savings.apply(plan.build_plan(prepared.space, overrides), setting)
     print(plan.format_plan(trials))
     print(vit_savings.format_savings(trials, setting))
@@ -153,58 +174,105 @@ def prepare_data(trials: list[TrialConfig]) -> None:
         raise SweepError(f"benchmark data: {err}") from None
 
 
-def run(prepared: Prepared, options: SweepOptions) -> int:
-    """The whole sweep; returns the process exit code.
+def run(prepared: Prepared, options: SweepOptions, stop: SweepStop | None = None) -> int:
+    """The whole sweep; returns the process exit code (driver.endings lists them).
 
     Pre-flight order, so that a mistake costs seconds and leaves nothing behind: first the
-    checks that write nothing (cluster address, GPUs, --trainable), then every benchmark
-    validated and prepared (a data error writes nothing, see prepare_data), and only then the
-    storage probe and the tracking preflight, which create the storage directory and the
-    MLflow experiment. Checks added here go before prepare_data unless they must write.
+    checks that write nothing (cluster address, GPUs, --trainable, --report-dir), then every
+    benchmark validated and prepared (a data error writes nothing, see prepare_data), and only
+    then the storage probe, the per-name lock and the tracking preflight, which create the
+    storage directory and the MLflow experiment. Checks added here go before prepare_data
+    unless they must write.
     """
     check_real_presets_have_gpus(prepared.trials, options.gpus_per_trial, options.cpu)
     from orchestrator.driver import cluster
     from orchestrator.driver import tuner as tn
-    from orchestrator.tracking.tracker import SweepTracker, TrackingError
+    stop = stop or SweepStop()
     try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
         cluster.check_address(options.address)
     except cluster.ClusterError as err:
         raise SweepError(str(err)) from None
     check_gpus(options.gpus_per_trial, cluster.resolve_address(options.address))  # Ray jobs set RAY_ADDRESS
     trainable = load_trainable(options.trainable)
+    if options.report_dir is not None:
+        try:
+            preflight.check_output_path(options.report_dir, "--report-dir", directory=True)
+        except preflight.PreflightError as err:
+            raise SweepError(str(err)) from None
     prepare_data(prepared.trials)
     check_vit_cache_dirs(prepared.trials)
     try:
         storage = tn.check_storage(options.storage)
-    except ValueError as err:
+        preflight.check_free_space(storage)
+        own_dir = state_dir(storage, prepared.name, options.cache_dir)  # proves <storage>/<name>
+        check_exists(storage, prepared.name, options.resume)  # fast refusal, nothing written
+        fresh = not own_dir.exists()
+        lock = SweepLock(storage, prepared.name, options.cache_dir)
+        lock.acquire()  # the atomic guard: two sweeps of one name never interleave
+    except (ValueError, SweepLocked, OSError) as err:  # UnsafeName, PreflightError are ValueErrors
         raise SweepError(str(err)) from None
-    exists = tn.can_restore(storage, prepared.name)
-    if options.resume and not exists:
-        raise SweepError(f"--resume: no sweep {prepared.name!r} under {storage} to continue")
-    if exists and not options.resume:
-        raise SweepError(f"sweep {prepared.name!r} already exists under {storage}; pass --resume "
+    try:
+        code = _run_locked(prepared, options, storage, trainable, stop, own_dir)
+    except BaseException:
+        lock.release(discard=fresh)  # refused before Tune wrote anything: leave no trace
+        raise
+    lock.release()
+    return code
+
+
+def check_exists(storage: str, name: str, resume: bool) -> None:
+    """--resume needs the sweep; a new sweep must not reuse its name."""
+    from orchestrator.driver import tuner as tn
+    exists = tn.can_restore(storage, name)
+    if resume and not exists:
+        raise SweepError(f"--resume: no sweep {name!r} under {storage} to continue")
+    if exists and not resume:
+        raise SweepError(f"sweep {name!r} already exists under {storage}; pass --resume "
                          f"to continue it, or --name / --storage for a new one")
+
+
+def _run_locked(prepared: Prepared, options: SweepOptions, storage: str, trainable: Callable,
+                stop: SweepStop, own_dir: Path) -> int:
+    from orchestrator.driver import cluster
+    from orchestrator.tracking.tracker import SweepTracker, TrackingError
+    check_exists(storage, prepared.name, options.resume)  # again, now under the lock
+    if options.resume:
+        try:
+            preflight.verify_resume_checkpoints(storage, prepared.name)
+        except preflight.PreflightError as err:
+            raise SweepError(str(err)) from None
     scheduler = grid_scheduler(prepared, options, storage)
     command = ["python", "-m", "orchestrator.sweep", *options.argv]
     tracker = SweepTracker(options.tracking_uri, prepared.name, prepared.space.name, command,
-                           options.run_seed, options.resume)
+                           options.run_seed, options.resume, outbox_dir=own_dir / OUTBOX_DIR)
     try:
         tracker.preflight()
     except TrackingError as err:
         raise SweepError(str(err)) from None
     import ray
-    # The classic reporter (a few columns, at most every 30 s) instead of per-trial result dumps.
+    # The classic reporter engine: ours prints one progress line (driver.progress).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
-             configure_logging=True, logging_level="warning")
     try:
+        local_ray.start(options.address, verbose=options.verbose)
+    except local_ray.LoopbackError as err:
+        raise SweepError(str(err)) from None
+    try:
+        stop.install()  # again: ray.init replaced the SIGTERM handler
+        stop.defer = True  # from here a signal stops Tune gracefully (driver.interrupts)
         try:  # every node must reach the storage; an autoscaling cluster starts with 0 GPUs
             cluster.check_storage_shared(storage)
             cluster.wait_for_gpus(options.gpus_per_trial)
         except cluster.ClusterError as err:
             raise SweepError(str(err)) from None
-        return _run_phases(prepared, options, storage, trainable, tracker, scheduler)
+        return _run_phases(prepared, options, storage, trainable, tracker, scheduler, stop)
+    except Interrupted:
+        return interrupted(tracker, stop, options)
+    except OSError as err:  # a write of Tune's or of the outbox hit a full disk
+        if err.errno != errno.ENOSPC:
+            raise
+        stop.request(f"no space left on the device of {err.filename or storage}", STORAGE_FULL)
+        return interrupted(tracker, stop, options)
     finally:
         ray.shutdown()
 
@@ -223,11 +291,12 @@ def grid_scheduler(prepared: Prepared, options: SweepOptions, storage: str) -> A
 
 
 def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
-                trainable: Callable, tracker: Any, scheduler: Any) -> int:
+                trainable: Callable, tracker: Any, scheduler: Any, stop: SweepStop) -> int:
     import ray
 
     from orchestrator.driver import retune, stopped_scores
     from orchestrator.driver import tuner as tn
+    from orchestrator.driver.tune_callbacks import StopTune, StorageGuard
     from orchestrator.results import summary
     from orchestrator.results.model import from_tune_result, outcomes
     tracker.start()
@@ -235,7 +304,8 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
         storage=storage, cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
         max_concurrent=options.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)
                                                         // options.cpus_per_trial)),
-        max_failures=options.max_failures, callbacks=[tracker.callback()])
+        max_failures=options.max_failures, full_table=options.verbose,
+        callbacks=[tracker.callback(), StopTune(stop), StorageGuard(stop, storage, STORAGE_FULL)])
     logger = settings.callbacks[0]
     started = time.monotonic()
     space = tn.grid_param_space(prepared.trials)
@@ -245,11 +315,8 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
         grid = tn.build_tuner(trainable, space, prepared.name, settings, scheduler,
                               trials=prepared.trials)
     results = grid.fit()
-    if results.num_terminated + results.num_errors < len(results):  # Ctrl-C / SIGUSR1 in Tune
-        print(f"sweep interrupted with {len(results) - results.num_terminated - results.num_errors} "
-              f"trials unfinished; continue it with the same command plus --resume")
-        tracker.finish("KILLED")
-        return 130
+    if stop.stopping or results.num_terminated + results.num_errors < len(results):
+        return interrupted(tracker, stop, options)  # (or a SIGUSR1 from outside)
     scorer = stopped_scores.scorer_for(trainable)
     scores = stopped_scores.score_stopped_trials(results, settings, logger, scorer)
     grid_trials = stopped_scores.with_scores([from_tune_result(r) for r in results], scores)
@@ -259,16 +326,25 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
                                           seed=options.run_seed,
                                           num_samples=options.retune_samples,
                                           resume=options.resume, logger=logger, scorer=scorer)
+        if stop.stopping:  # during the retunes: their Tune runs stopped at once
+            return interrupted(tracker, stop, options)
         record_retunes(tracker, retuned)
     trials = grid_trials + [t for r in retuned for t in r.trials]
     wall = time.monotonic() - started
-    from orchestrator.results.predictions import correctness_from_mlflow
-    correctness = correctness_from_mlflow(logger.client, lambda t: logger.run_id_of(t.run_id))
+    pending = tracker.close()  # Table 1 and its intervals come from MLflow: all of it first
+    correctness = None
+    if pending == 0:
+        from orchestrator.results.predictions import correctness_from_mlflow
+        correctness = correctness_from_mlflow(logger.client, lambda t: logger.run_id_of(t.run_id))
     print(summary.format_summary(trials, retuned, prepared.targets, tracker.describe(), wall,
                                  correctness))
     failed = [o for o in outcomes(trials) if o.chosen.failed]
-    write_report_files(prepared.name, tracker, options.report_dir)
+    if pending == 0:
+        write_report_files(prepared.name, tracker, options.report_dir)
     tracker.finish("FAILED" if failed else "FINISHED")
+    if tracker.close():
+        print(pending_message(tracker, prepared.name, options))
+        return TRACKING_PENDING
     return 1 if failed else 0
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import pyarrow.fs
 from ray import tune
-from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig
+from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, ProgressReporter, RunConfig
 
+from orchestrator.driver.progress import ProgressLine
 from trainables.config import TrialConfig
 
 CELL_INDEX = "cell_index"
@@ -130,7 +131,9 @@ class TunerSettings:
     callbacks: list = field(default_factory=list)
     """Tune callbacks (the MLflow trial logger)."""
     verbose: int = 1
-    """Tune verbosity: 0 silent, 1 status table every report period."""
+    """Tune verbosity: 0 silent, 1 progress reports."""
+    full_table: bool = False
+    """Tune's full status table instead of the compact progress line (--verbose)."""
 
     def __post_init__(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -143,8 +146,10 @@ class TunerSettings:
             raise ValueError(f"max_concurrent must be >= 1, got {self.max_concurrent}")
 
 
-def reporter() -> CLIReporter:
-    """A quiet progress table: a few columns, at most every 30 s."""
+def reporter(full_table: bool = False) -> ProgressReporter:
+    """One compact progress line (orchestrator.driver.progress); --verbose: Tune's table, every 30 s."""
+    if not full_table:
+        return ProgressLine()
     return CLIReporter(
         metric_columns={"epoch": "ep", "best_val_acc": "best val", "train_loss": "loss"},
         parameter_columns={"method": "method", "sublayer": "sub", "rank": "r"},
@@ -157,7 +162,7 @@ def run_config(name: str, settings: TunerSettings) -> RunConfig:
         name=name, storage_path=settings.storage,
         failure_config=FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1),
-        callbacks=list(settings.callbacks), progress_reporter=reporter(),
+        callbacks=list(settings.callbacks), progress_reporter=reporter(settings.full_table),
         verbose=settings.verbose, log_to_file=True)
 
 
@@ -240,7 +245,7 @@ def restore_tuner(trainable: Callable, name: str, settings: TunerSettings,
     # (ray-project/ray#41364, open); test_resume fails if this attribute goes away.
     config = tuner._local_tuner.get_run_config()
     config.callbacks = list(settings.callbacks)
-    config.progress_reporter = reporter()
+    config.progress_reporter = reporter(settings.full_table)
     if scheduler is not None:  # Tune has no public setter; restore reads _tune_config.scheduler
         tuner._local_tuner._tune_config.scheduler = scheduler
     return tuner

@@ -19,12 +19,14 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from orchestrator.driver.names import UnsafeName, state_dir, under
 from orchestrator.results.categories import write_categories
 from orchestrator.results.figures import Curve, Point, accuracy_vs_fraction, learning_curves
 from orchestrator.results.model import TrialResult
 from orchestrator.results.predictions import category_metrics, correctness_from_mlflow
 from orchestrator.results.table1 import Table1, build_table1, write_table1
 from orchestrator.tracking.mlflow_runs import TAG_PARENT, TAG_ROLE, trial_result
+from orchestrator.tracking.outbox import OUTBOX_DIR, TrackingOutbox
 from orchestrator.tracking.tracker import resolve_tracking_uri
 
 
@@ -121,7 +123,13 @@ class ReportFiles:
 
 
 def _default_out(experiment_name: str) -> Path:
-    return Path("reports") / re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name)
+    """reports/<experiment>, proven to stay under reports/ (an experiment named '..' would
+    otherwise write the report into the working directory itself)."""
+    try:
+        return under("reports", re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name),
+                     what="report directory")
+    except UnsafeName as err:
+        raise ReportError(f"{err}; pass --out") from None
 
 
 def write_report(experiment_name: str, tracking_uri: str | None = None,
@@ -150,6 +158,24 @@ def write_report(experiment_name: str, tracking_uri: str | None = None,
                        len(trials), categories[0] if categories else None)
 
 
+def sync_outbox(experiment_name: str, tracking_uri: str | None, storage: str,
+                cache_dir: str) -> None:
+    """Write what a sweep's tracking outbox holds (orchestrator.tracking.outbox); ReportError if the
+    store still does not take it."""
+    try:
+        local = storage if "://" in storage else str(Path(storage).expanduser().resolve())
+        directory = state_dir(local, experiment_name, cache_dir) / OUTBOX_DIR
+    except UnsafeName as err:
+        raise ReportError(str(err)) from None
+    box = TrackingOutbox(MlflowClient(resolve_tracking_uri(tracking_uri)), directory)
+    left = box.pending
+    if not box.flush():
+        raise ReportError(f"the tracking store still does not answer ({box.last_error[:200]}); "
+                          f"{box.pending} updates stay in {directory}")
+    print(f"wrote {left} pending MLflow updates from {directory}" if left
+          else f"nothing pending in {directory}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.results.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,8 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intervals", action="store_true",
                         help="also show each cell's 95%% interval in table1.md (always in "
                              "table1_cells.csv)")
+    parser.add_argument("--sync", action="store_true",
+                        help="first write the MLflow updates a sweep kept while the tracking "
+                             "store was unreachable (its tracking-outbox), then the report")
+    parser.add_argument("--storage", default="ray_results",
+                        help="with --sync: the sweep's --storage (default ray_results)")
+    parser.add_argument("--cache-dir", default=".cache/prepared",
+                        help="with --sync and a cloud --storage: the sweep's --cache-dir")
     args = parser.parse_args(argv)
     try:
+        if args.sync:
+            sync_outbox(args.experiment, args.tracking_uri, args.storage, args.cache_dir)
         files = write_report(args.experiment, args.tracking_uri, args.out, args.parent_run_id,
                              log_artifacts=not args.no_log_artifacts, intervals=args.intervals)
     except ReportError as exc:

@@ -126,7 +126,12 @@ def format_summary(trials: Sequence[TrialResult], retunes: Sequence[Any], target
         lines += [f"  {r.describe()}" for r in retunes]
     info = json.loads(tracking) if tracking.startswith("{") else {}
     lines += ["", f"MLflow: {tracking}"]
-    if info.get("tracking_uri"):
-        lines.append(f"  browse: mlflow ui --backend-store-uri {info['tracking_uri']}  "
-                     f"(experiment {info.get('experiment')!r}, one child run per trial)")
+    uri = info.get("tracking_uri")
+    if uri:
+        where = f"(experiment {info.get('experiment')!r}, one child run per trial)"
+        if uri.startswith(("http://", "https://")):
+            lines.append(f"  browse: {uri}  {where}")
+        else:  # a local store: serve it on the loopback interface only
+            lines.append(f"  browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 "
+                         f"--port 5000  {where}")
     return "\n".join(lines)

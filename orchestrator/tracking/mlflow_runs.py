@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from orchestrator.results.model import TrialResult, status_of
+from orchestrator.tracking.outbox import PENDING_PREFIX, TrackingOutbox, is_outage
 from trainables.cell import Cell, parse_cell_id
 from trainables.config import TrialConfig
 from trainables.predictions import FILE_NAME as PREDICTIONS_FILE
@@ -83,6 +84,18 @@ def parse_config(config: dict[str, Any]) -> TrialConfig | None:
         return TrialConfig.from_dict({k: v for k, v in config.items() if k in known})
     except ValueError:
         return None
+
+
+def run_name(config: dict[str, Any], cell: Cell | None) -> str:
+    """The MLflow run name: what differs between a sweep's runs first (method/sublayer, rank),
+    then where (benchmark, LLM), so the UI's narrow name column tells runs apart."""
+    if cell is None:
+        return "invalid trial config"
+    name = f"{cell.row_label} r{cell.peft.rank} | {cell.benchmark} | {cell.llm}"
+    if config.get("retune_of"):
+        lr = config.get("lr")
+        name += f" | retune lr={lr:.2g}" if isinstance(lr, float) else " | retune"
+    return name
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +166,7 @@ class _TrialRun:
     run_id: str
     cell: str
     last_epoch: int = -1  # epochs at or below this are already logged (resume)
+    ended: bool = False  # its final status was written (or queued in the outbox)
     diverged: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -161,35 +175,43 @@ class TrialRunLogger(Callback):
     """Ray Tune callback: a nested child run per trial under the sweep's parent run.
 
     Keyed by the Tune trial id and the cell id (tags), so a resumed sweep finds and reuses its
-    runs instead of duplicating them.
+    runs instead of duplicating them. Every write goes through the sweep's TrackingOutbox, so an
+    unreachable tracking store never blocks or ends the Tune loop (orchestrator.tracking.outbox).
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                 space_name: str) -> None:
+                 space_name: str, outbox: TrackingOutbox) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.space_name = space_name
-        self._client: MlflowClient | None = None
+        self.outbox: TrackingOutbox | None = outbox
         self._runs: dict[str, _TrialRun] = {}  # trial_id -> run
         self._existing: dict[tuple[str, str], Any] | None = None  # (trial_id, cell) -> Run
+        self._existing_known = False  # False: the store did not answer; search before creating
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config (tuner.pkl); a client holds connections, so drop it.
+        # Tune pickles its run config (tuner.pkl); the outbox holds a client and this process's
+        # state, so it is dropped (a restored sweep passes its own callbacks).
         state = dict(self.__dict__)
-        state.update(_client=None, _runs={}, _existing=None)
+        state.update(outbox=None, _runs={}, _existing=None)
         return state
 
     @property
     def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
+        return self.outbox.client
+
+    def open_runs(self) -> list[str]:
+        """Runs this session started and did not end (an interrupted sweep ends them KILLED)."""
+        return [r.run_id for r in self._runs.values() if not r.ended]
 
     # -- Tune hooks -------------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
         self._load_existing()
         self._tag_cluster()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.outbox.tick()  # retries pending writes every outbox.retry_s, cheap otherwise
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
@@ -208,7 +230,7 @@ class TrialRunLogger(Callback):
         run.last_epoch = epoch
         run.diverged |= bool(result.get("diverged", False))
         metrics = {"epoch": float(epoch), **result_metrics(result)}
-        self._log(run.run_id, metrics, step=epoch)
+        self.outbox.log_batch(run.run_id, metrics, step=epoch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end_trial(trial, failed=False)
@@ -218,19 +240,26 @@ class TrialRunLogger(Callback):
 
     # -- runs -------------------------------------------------------------------------------
     def _load_existing(self) -> None:
-        """Index the parent's child runs once, so resumed trials reuse theirs."""
-        self._existing = {}
+        """Index the parent's child runs once, so resumed trials reuse theirs. A store that does
+        not answer leaves the index unknown: runs are then searched for before being created."""
+        self._existing, self._existing_known = {}, False
         token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'",
-                max_results=1000, page_token=token)
-            for run in page:
-                tags = run.data.tags
-                self._existing[(tags.get(TAG_TRIAL_ID, ""), tags.get(TAG_CELL, ""))] = run
-            token = page.token
-            if not token:
-                return
+        try:
+            while True:
+                page = self.client.search_runs(
+                    [self.experiment_id], f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'",
+                    max_results=1000, page_token=token)
+                for run in page:
+                    tags = run.data.tags
+                    self._existing[(tags.get(TAG_TRIAL_ID, ""), tags.get(TAG_CELL, ""))] = run
+                token = page.token
+                if not token:
+                    break
+        except Exception as err:  # an outage here must not end the sweep (see outbox)
+            if not is_outage(err):
+                raise
+            return
+        self._existing_known = True
 
     def _tag_cluster(self) -> None:
         """Record the Ray cluster the sweep runs on (tags: they may change when resumed)."""
@@ -240,8 +269,7 @@ class TrialRunLogger(Callback):
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         tags = {"cluster.nodes": str(len(nodes)), "cluster.cpus": str(res.get("CPU", 0)),
                 "cluster.gpus": str(res.get("GPU", 0))}
-        self.client.log_batch(self.parent_run_id,
-                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.outbox.log_batch(self.parent_run_id, tags=tags)
 
     def _ensure_run(self, trial: Any) -> _TrialRun:
         if trial.trial_id in self._runs:
@@ -257,8 +285,8 @@ class TrialRunLogger(Callback):
             metrics = found.data.metrics
             run = _TrialRun(found.info.run_id, cell, last_epoch=int(metrics.get("epoch", -1)),
                             diverged=bool(metrics.get("diverged", 0)))
-            self.client.update_run(run.run_id, status="RUNNING")
-            self.client.set_tag(run.run_id, TAG_STATUS, "running")
+            self.outbox.update_run(run.run_id, status="RUNNING")
+            self.outbox.set_tag(run.run_id, TAG_STATUS, "running")
         else:
             run = _TrialRun(self._create_run(trial.trial_id, config, cell_obj), cell)
         self._runs[trial.trial_id] = run
@@ -270,16 +298,14 @@ class TrialRunLogger(Callback):
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id,
                 TAG_SPACE: self.space_name, TAG_CELL: cell, TAG_STATUS: "running",
                 TAG_GROUP: cell_obj.group_id if cell_obj else ""}
-        name = cell or "invalid trial config"
         if retune_of:
             tags[TAG_RETUNE_OF] = str(retune_of)
-            name = f"{cell} retune lr={config.get('lr')}"
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        params = [Param(k, str(config[k])) for k in PARAM_KEYS if k in config]
-        self.client.log_batch(run_id, params=params)
-        self.client.log_dict(run_id, config, "config.json")
-        self._existing[(trial_id, cell)] = run
+        match = {TAG_PARENT: self.parent_run_id, TAG_TRIAL_ID: trial_id}
+        run_id = self.outbox.create_run(self.experiment_id, run_name(config, cell_obj), tags,
+                                        match, search_first=not self._existing_known)
+        params = {k: str(config[k]) for k in PARAM_KEYS if k in config}
+        self.outbox.log_batch(run_id, params=params)
+        self.outbox.log_dict(run_id, config, "config.json")
         return run_id
 
     def _end_trial(self, trial: Any, failed: bool) -> None:
@@ -293,9 +319,11 @@ class TrialRunLogger(Callback):
                  "retuned": float(bool(trial.config.get("retune_of")))}
         if run.last_epoch >= 0:
             final["stopped_at_epoch"] = float(run.last_epoch)
-        self._log(run.run_id, final, step=max(run.last_epoch, 0), tags={TAG_STATUS: status})
+        self.outbox.log_batch(run.run_id, final, step=max(run.last_epoch, 0),
+                              tags={TAG_STATUS: status})
         self._log_checkpoint(run.run_id, trial)
-        self.client.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
+        self.outbox.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
+        run.ended = True
 
     def _log_checkpoint(self, run_id: str, trial: Any) -> None:
         """Log the trial's latest (adapter-only, small) checkpoint directory as an artifact, and
@@ -304,27 +332,36 @@ class TrialRunLogger(Callback):
         if checkpoint is None:
             return
         with checkpoint.as_directory() as local_dir:
-            self.client.log_artifacts(run_id, local_dir, "checkpoint")
+            self.outbox.log_artifacts(run_id, local_dir, "checkpoint")
             predictions = Path(local_dir) / PREDICTIONS_FILE
             if predictions.is_file():
-                self.client.log_artifact(run_id, str(predictions), PREDICTIONS_ARTIFACT)
+                self.outbox.log_artifact(run_id, str(predictions), PREDICTIONS_ARTIFACT)
 
     # -- test scores of stopped trials (orchestrator.stopped_scores) ----------------------------
     def _run_of(self, trial_id: str) -> Any:
-        """The MLflow run of a Tune trial id (this sweep's parent), or None."""
+        """The MLflow run of a Tune trial id (this sweep's parent), or None (no run, or the
+        store does not answer)."""
+        run_id = self.outbox.resolve(self.run_id_of(trial_id) or PENDING_PREFIX)
+        if run_id.startswith(PENDING_PREFIX):
+            return None
+        try:
+            return self.client.get_run(run_id)
+        except Exception as err:  # an outage: callers fall back to what this session knows
+            if not is_outage(err):
+                raise
+            return None
+
+    def run_id_of(self, trial_id: str) -> str | None:
+        """The MLflow run id of a Tune trial id (None: no run), without asking the store: a
+        run of this session, or one of an earlier session of this sweep (resume)."""
+        if trial_id in self._runs:
+            return self._runs[trial_id].run_id
         if self._existing is None:
             self._load_existing()
         for (tid, _), run in self._existing.items():
             if tid == trial_id:
-                return self.client.get_run(run.info.run_id)
+                return run.info.run_id
         return None
-
-    def run_id_of(self, trial_id: str) -> str | None:
-        """The MLflow run id of a Tune trial id (None: no run)."""
-        if trial_id in self._runs:
-            return self._runs[trial_id].run_id
-        run = self._run_of(trial_id)
-        return None if run is None else run.info.run_id
 
     def test_metrics(self, trial_id: str) -> dict[str, float]:
         """The final test metrics already logged for a trial (empty if none)."""
@@ -336,21 +373,16 @@ class TrialRunLogger(Callback):
 
     def log_test_score(self, trial_id: str, metrics: dict[str, Any], predictions: bytes) -> None:
         """Log a stopped trial's test score and predictions (its status stays "stopped")."""
-        run = self._run_of(trial_id)
-        if run is None:
+        run_id = self.run_id_of(trial_id)
+        if run_id is None:
             raise KeyError(f"no MLflow run for trial {trial_id}")
-        step = int(run.data.metrics.get("epoch", 0))
-        self._log(run.info.run_id, result_metrics(metrics), step=step,
-                  tags={TAG_TEST_FROM: "checkpoint"})
-        with tempfile.TemporaryDirectory() as tmp:
+        run = self._run_of(trial_id)
+        own = self._runs.get(trial_id)
+        step = int(run.data.metrics.get("epoch", 0)) if run else max(own.last_epoch, 0) if own \
+            else 0
+        self.outbox.log_batch(run_id, result_metrics(metrics), step=step,
+                              tags={TAG_TEST_FROM: "checkpoint"})
+        with tempfile.TemporaryDirectory() as tmp:  # the outbox copies it if it must wait
             path = Path(tmp) / PREDICTIONS_FILE
             path.write_bytes(predictions)
-            self.client.log_artifact(run.info.run_id, str(path), PREDICTIONS_ARTIFACT)
-
-    def _log(self, run_id: str, metrics: dict[str, float], step: int,
-             tags: dict[str, str] | None = None) -> None:
-        now = int(time.time() * 1000)
-        # Non-finite values (a diverged loss) are kept: MLflow stores NaN and +-inf faithfully.
-        batch = [Metric(k, v, now, step) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=batch,
-                              tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+            self.outbox.log_artifact(run_id, str(path), PREDICTIONS_ARTIFACT)

@@ -18,7 +18,9 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -28,7 +30,17 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
-from orchestrator.tracking.mlflow_runs import TAG_PARENT, TAG_ROLE, TAG_SPACE, TrialRunLogger, mark_replaced
+from orchestrator.driver.names import under
+from orchestrator.tracking.mlflow_runs import (
+    TAG_PARENT,
+    TAG_REPLACED_BY,
+    TAG_ROLE,
+    TAG_SPACE,
+    TrialRunLogger,
+    mark_replaced,
+)
+from orchestrator.tracking.outbox import TrackingOutbox, is_outage
+from trainables.excerpt import one_line
 
 # The runs-table view published on the experiment (MLflow UI "shared view", an experiment tag):
 # the trial runs of the latest sweep, with the columns a comparison needs, best first.
@@ -40,6 +52,12 @@ VIEW_PARAMS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs")
 PACKAGES = ("torch", "ray", "transformers", "peft", "mlflow", "optuna")
 REACH_TIMEOUT_S = 5
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+FINAL_FLUSH_WAIT_S = 120.0
+"""At the end, how long the sweep keeps retrying writes an outage held back."""
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+"""The driver's MLflow HTTP client gives up after ~20 s instead of MLflow's minutes of retries
+(7 retries, 120 s timeouts): the outbox retries later without blocking Tune's loop."""
 
 
 class TrackingError(RuntimeError):
@@ -71,7 +89,11 @@ def check_reachable(uri: str) -> None:
                                 f"({response.text[:200]!r}); check the URI and credentials "
                                 f"(MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN). Nothing was trained.")
     elif uri.startswith("sqlite:///"):
-        directory = Path(uri[len("sqlite:///"):]).parent
+        database = Path(uri[len("sqlite:///"):])
+        if database.exists() and not database.is_file():
+            raise TrackingError(f"tracking store {uri}: {database} is a directory or a special "
+                                f"file, not a database. Nothing was trained.")
+        directory = database.parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise TrackingError(f"tracking store {uri}: directory {directory} does not exist or is "
                                 f"not writable. Nothing was trained.")
@@ -83,7 +105,8 @@ def _artifact_location(uri: str, experiment_name: str) -> str | None:
     if not uri.startswith("sqlite:///"):
         return None
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name)
-    return str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / safe)
+    root = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+    return str(under(root, safe, what="MLflow artifact directory"))  # never the root or above
 
 
 def runs_view_url(uri: str, experiment_id: str) -> str:
@@ -120,10 +143,13 @@ class SweepTracker:
     """The MLflow side of one sweep: experiment, parent run, the Tune callback, the end."""
 
     def __init__(self, tracking_uri: str | None, experiment_name: str, space_name: str,
-                 argv: list[str], seed: int, resume: bool) -> None:
+                 argv: list[str], seed: int, resume: bool,
+                 outbox_dir: str | Path | None = None) -> None:
         if not experiment_name:
             raise TrackingError("the MLflow experiment name (the sweep name) must not be empty")
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self._uri_source = "" if tracking_uri else " (from $MLFLOW_TRACKING_URI)" \
+            if os.environ.get("MLFLOW_TRACKING_URI") else " (the default)"
         self.experiment_name = experiment_name
         self.space_name = space_name
         self.argv = list(argv)
@@ -132,6 +158,13 @@ class SweepTracker:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._client: MlflowClient | None = None
+        # Where writes wait while the store is unreachable (the sweep: its experiment directory).
+        self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else \
+            Path(tempfile.gettempdir()) / f"sweep-outbox-{uuid.uuid4().hex[:8]}"
+        self._outbox: TrackingOutbox | None = None
+        self._logger: TrialRunLogger | None = None
+        for key, value in HTTP_DEFAULTS.items():  # unless the user set them: see HTTP_DEFAULTS
+            os.environ.setdefault(key, value)
 
     @property
     def client(self) -> MlflowClient:
@@ -148,9 +181,9 @@ class SweepTracker:
             self.client.set_experiment_tag(self.experiment_id, "sweep.preflight_at",
                                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         except MlflowException as exc:
-            raise TrackingError(f"tracking store {self.tracking_uri}: cannot create or write "
-                                f"experiment {self.experiment_name!r}: {exc.message}. "
-                                f"Nothing was trained.") from exc
+            raise TrackingError(f"tracking store {self.tracking_uri}{self._uri_source}: cannot "
+                                f"create or write experiment {self.experiment_name!r}: "
+                                f"{one_line(exc.message, 240)}. Nothing was trained.") from exc
 
     def _experiment(self) -> str:
         """Create the experiment, or reuse it when it holds the same sweep space (or resuming)."""
@@ -179,6 +212,11 @@ class SweepTracker:
         """The parent run id: a resumed sweep reuses its latest parent, never creates another."""
         if self.experiment_id is None:
             self.preflight()
+        if self.outbox.pending:  # what an earlier, interrupted session could not write
+            left = self.outbox.pending
+            done = self.outbox.flush()
+            print(f"MLflow: {'wrote' if done else 'could not yet write'} {left} updates an earlier "
+                  f"session left in {self.outbox.dir}", file=sys.stderr)
         if self.resume:
             parents = self.client.search_runs(
                 [self.experiment_id], f"tags.`{TAG_ROLE}` = 'parent'", max_results=1,
@@ -225,36 +263,75 @@ class SweepTracker:
         self.client.log_dict(run.info.run_id, {"argv": self.argv, **params}, "sweep.json")
         return run.info.run_id
 
+    @property
+    def outbox(self) -> TrackingOutbox:
+        if self._outbox is None:
+            self._outbox = TrackingOutbox(self.client, self.outbox_dir)
+        return self._outbox
+
     def callback(self) -> TrialRunLogger:
         """The driver-side Tune callback that logs one nested child run per trial."""
         if self.parent_run_id is None:
             raise TrackingError("SweepTracker.start() must run before callback()")
-        return TrialRunLogger(self.tracking_uri, self.experiment_id, self.parent_run_id,
-                              self.space_name)
+        self._logger = TrialRunLogger(self.tracking_uri, self.experiment_id, self.parent_run_id,
+                                      self.space_name, self.outbox)
+        return self._logger
 
     def mark_replaced(self, cell: str, original_trial_id: str,
                       replacement_trial_id: str | None) -> None:
         """Record the retune decision on the grid run (orchestrator.tracking.mlflow_runs.mark_replaced)."""
         if self.parent_run_id is None:
             raise TrackingError("SweepTracker.start() must run before mark_replaced()")
-        mark_replaced(self.client, self.experiment_id, self.parent_run_id, cell,
-                      original_trial_id, replacement_trial_id)
+        logger = self._logger
+        original = logger.run_id_of(original_trial_id) if logger else None
+        if original is None:  # not a run of this session: look it up (needs the store)
+            mark_replaced(self.client, self.experiment_id, self.parent_run_id, cell,
+                          original_trial_id, replacement_trial_id)
+            return
+        replacement = logger.run_id_of(replacement_trial_id) if replacement_trial_id else None
+        if replacement is None:
+            self.outbox.delete_tag(original, TAG_REPLACED_BY)
+        else:
+            self.outbox.set_tag(original, TAG_REPLACED_BY, value_run=replacement)
 
     def finish(self, status: str) -> None:
-        """End the parent run; children left running by an interrupted sweep end as KILLED."""
+        """End the parent run; children left running by an interrupted sweep end as KILLED.
+
+        Written through the outbox, after everything already waiting there (so a child's
+        FINISHED that was queued during an outage is not overtaken by a KILLED)."""
         status = status.upper()
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(RUN_STATUSES)}")
         if self.parent_run_id is None:
             return
-        running = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
-            max_results=1000)
-        for run in running:
-            self.client.set_tag(run.info.run_id, "status", "interrupted")
-            self.client.set_terminated(run.info.run_id, "KILLED")
-        self.client.set_terminated(self.parent_run_id, status)
+        for run_id in self._running_children():
+            self.outbox.set_tag(run_id, "status", "interrupted")
+            self.outbox.set_terminated(run_id, "KILLED")
+        self.outbox.set_terminated(self.parent_run_id, status)
+
+    def _running_children(self) -> list[str]:
+        """Child runs still RUNNING: from the store when it answers (runs of earlier sessions
+        too), else the runs this session opened and did not end."""
+        own = self._logger.open_runs() if self._logger else []
+        if not self.outbox.flush():
+            return own
+        try:
+            running = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+                max_results=1000)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            return own
+        return list(dict.fromkeys([r.info.run_id for r in running] + own))
+
+    def close(self, wait_s: float = FINAL_FLUSH_WAIT_S, poll_s: float = 10.0) -> int:
+        """Write what is pending, retrying for up to ``wait_s``; returns what is still pending."""
+        deadline = time.monotonic() + wait_s
+        while not self.outbox.flush() and time.monotonic() < deadline:
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        return self.outbox.pending
 
     def describe(self) -> str:
         """One line for the sweep's log: where to look."""

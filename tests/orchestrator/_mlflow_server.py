@@ -43,15 +43,17 @@ def rest(base: str, endpoint: str, body: dict[str, Any] | None = None) -> dict[s
 
 
 @contextmanager
-def mlflow_server(workdir: Path, startup_timeout_s: float = 180) -> Iterator[str]:
-    """Start ``mlflow server`` and yield its URL once /health answers."""
-    port = free_port()
+def mlflow_server(workdir: Path, startup_timeout_s: float = 180,
+                  port: int | None = None) -> Iterator[str]:
+    """Start ``mlflow server`` and yield its URL once /health answers (``port``: a given one,
+    e.g. to restart a stopped server where its clients expect it)."""
+    port = port or free_port()
     log_path = workdir / "mlflow_server.log"
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{workdir}/db.sqlite",
            "--artifacts-destination", str(workdir / "artifacts")]
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"

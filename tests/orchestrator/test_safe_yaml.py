@@ -60,3 +60,14 @@ def test_syntax_errors_are_one_line_with_position():
         load_yaml_text("a: [1, 2\nb: 3\n", "s.yaml")
     message = str(err.value)
     assert "\n" not in message and "s.yaml is not usable YAML at line" in message
+
+
+def test_the_help_example_is_a_valid_space(tmp_path):
+    """--help's own YAML example (lr: 1e-4) used to be rejected: YAML 1.1 reads it as a string."""
+    from orchestrator.driver.spaces import load_yaml_space
+    from orchestrator.sweep import EPILOG
+    example = EPILOG.split("YAML spaces: ", 1)[1].split("\n\n", 1)[0]
+    (tmp_path / "help.yaml").write_text(example)
+    space = load_yaml_space(tmp_path / "help.yaml")
+    assert space.overrides["lr"] == 1e-4 and space.overrides["epochs"] == 4
+    assert isinstance(space.overrides["lr"], float)

@@ -73,9 +73,20 @@ def check_unique_pids(records: list[Record], source: str) -> None:
         seen.add(rec.pid)
 
 
+def check_splits(records: list[Record], source: str) -> None:
+    """Every split present and non-empty: a trial validates, selects and tests on them, and an
+    empty one would fail every trial of the benchmark after Ray started."""
+    have = {r.split for r in records}
+    missing = [s for s in SPLITS if s not in have]
+    if missing:
+        raise DataError(source, f"split(s) {', '.join(missing)} have no problems; every "
+                                f"benchmark needs {', '.join(SPLITS)}")
+
+
 def write_prepared(records: list[Record], out: Path, *, benchmark: str, source: str, source_hash: str) -> None:
     """Write the split files and the manifest into `out` (an existing, empty folder)."""
     check_unique_pids(records, source)
+    check_splits(records, source)
     manifest = {"format_version": FORMAT_VERSION, "benchmark": benchmark, "source": source,
                 "source_hash": source_hash, "content_hash": content_hash(records),
                 "context_max_words": CONTEXT_MAX_WORDS, "counts": {}, "chance": {}}
@@ -195,6 +206,7 @@ def prepare_all(requests: list[Request]) -> list[Path]:
                 continue
             records = source.load()  # raises DataError; nothing was created before this
             check_unique_pids(records, source.description)
+            check_splits(records, source.description)
             staged.append((_stage(out, lambda tmp, records=records, benchmark=benchmark,
                                   source=source, key=key: write_prepared(
                 records, tmp, benchmark=benchmark, source=source.description,

@@ -1,0 +1,44 @@
+"""A local sweep's Ray listens on loopback only (the socket listing itself is in
+test_interrupts.py, with a real sweep); here the switch and the refusal."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from orchestrator.driver import local_ray
+
+
+def test_the_switch_is_set_for_a_local_sweep_only_and_put_back(monkeypatch):
+    monkeypatch.delenv(local_ray.LOOPBACK_SWITCH, raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with local_ray.prefer_loopback(None):
+        assert os.environ[local_ray.LOOPBACK_SWITCH] == "0"
+    assert local_ray.LOOPBACK_SWITCH not in os.environ
+    with local_ray.prefer_loopback("10.0.0.5:6379"):  # a cluster binds what its YAML says
+        assert local_ray.LOOPBACK_SWITCH not in os.environ
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # inside a Ray job
+    with local_ray.prefer_loopback(None):
+        assert local_ray.LOOPBACK_SWITCH not in os.environ
+
+
+def test_a_local_ray_that_would_listen_everywhere_is_refused(monkeypatch):
+    import ray
+    from ray._private import ray_constants
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # ray imported too early
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    with pytest.raises(local_ray.LoopbackError, match="every interface"):
+        local_ray.start(None)
+
+
+def test_a_local_ray_is_started_on_loopback(monkeypatch):
+    import ray
+    from ray._private import ray_constants
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    local_ray.start(None)
+    assert calls[0]["_node_ip_address"] == "127.0.0.1"
+    assert calls[0]["include_dashboard"] is False and calls[0]["dashboard_host"] == "127.0.0.1"
