@@ -16,8 +16,9 @@ class UnreadableInput(ValueError):
     """The file cannot be used as input; the message is the reason, without the path."""
 
 
-def read_regular(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes`` (symlinks followed)."""
+def check_regular(path: Path, max_bytes: int) -> int:
+    """The size of ``path`` if it is a regular file of at most ``max_bytes`` (symlinks
+    followed), for readers that open it themselves (pyarrow); UnreadableInput otherwise."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -30,6 +31,12 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
         raise UnreadableInput("is not a regular file (a device, FIFO or socket)")
     if info.st_size > max_bytes:
         raise UnreadableInput(f"is {info.st_size} bytes, more than the {max_bytes} allowed")
+    return info.st_size
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (symlinks followed)."""
+    check_regular(path, max_bytes)
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)

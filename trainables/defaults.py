@@ -169,6 +169,8 @@ MAX_SPACE_DEPTH = 16
 """Nesting depth of a YAML space (the vocabulary needs 4)."""
 MAX_JSON_FILE_BYTES = 1 << 30
 """A benchmark's JSON index (ScienceQA's problems.json is ~40 MB)."""
+MAX_PARQUET_FILE_BYTES = 16 * 1024**3
+"""One parquet shard of the hub's ScienceQA export (the largest is ~300 MB)."""
 MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024
 """One benchmark image file (ScienceQA/IconQA images are kilobytes)."""
 

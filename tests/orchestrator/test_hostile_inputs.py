@@ -90,6 +90,18 @@ def sqa_root(corrupt: Callable[[Path], None]) -> Callable[[Path], list[str]]:
     return setup
 
 
+def parquet_root(make: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    """--data-root scienceqa=DIR holding one 'train' shard of the hub's parquet export."""
+    def setup(w: Path) -> list[str]:
+        root = w / "hub"
+        root.mkdir()
+        make(root / "train-00000-of-00001.parquet")
+        (w / "s.yaml").write_text("methods: [baseline]\nllms: [flan-t5-xl]\n"
+                                  "benchmarks: [scienceqa]\nepochs: 1\n")
+        return ["--space", str(w / "s.yaml"), "--data-root", f"scienceqa={root}"]
+    return setup
+
+
 def first_image(root: Path) -> Path:
     return sorted((root / "images").rglob("image.png"))[0]
 
@@ -247,6 +259,11 @@ CASES = [
     Case("split-list-missing-val", sqa_root(lambda r: (r / "pid_splits.json").write_text(
         json.dumps({k: v for k, v in json.loads((r / "pid_splits.json").read_text()).items()
                     if k != "val"}))), "val"),
+    Case("parquet-garbage", parquet_root(lambda p: p.write_bytes(b"PAR1 not really")),
+         "not a readable parquet file"),
+    Case("parquet-a-fifo", parquet_root(os.mkfifo), "not a regular file"),
+    Case("parquet-dev-zero", parquet_root(lambda p: p.symlink_to("/dev/zero")),
+         "not a regular file"),
     # -- storage, tracking, concurrency ---------------------------------------------------------
     Case("storage-under-a-file", with_space("--storage", "{w}/s.yaml/rr"), "is not writable"),
     Case("storage-in-proc", with_space("--storage", "/proc/h16-no"), "is not writable"),

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from trainables.bounded_read import UnreadableInput, check_regular
 from trainables.data.errors import DataError
 from trainables.data.records import SPLITS, Record, check_record, text_field
 from trainables.data.scienceqa import META_FIELDS
+from trainables.defaults import MAX_PARQUET_FILE_BYTES
 from trainables.excerpt import excerpt
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "question", "choices", "answer")
@@ -85,6 +87,10 @@ def load_hf_scienceqa(root: str | Path) -> list[Record]:
     for split, files in find_parquet_files(root).items():
         position = 0
         for file in files:
+            try:  # a FIFO would block pyarrow's open for ever, /dev/zero never ends
+                check_regular(file, MAX_PARQUET_FILE_BYTES)
+            except UnreadableInput as err:
+                raise DataError(file, str(err)) from None
             try:
                 table = pq.read_table(file)
             except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad files
