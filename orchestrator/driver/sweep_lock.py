@@ -58,11 +58,19 @@ class SweepLock:
         handle.flush()
         self._file = handle
 
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+    def release(self, discard: bool = False) -> None:
+        """Unlock. ``discard``: the sweep failed before writing anything; remove the lock file
+        and its directory if nothing else is in it, so a refused sweep leaves no trace. (A
+        sweep starting in that instant may then lock a file that is gone: it only loses the
+        guard against a third sweep starting at the same moment.)"""
+        if self._file is None:
+            return
+        if discard and [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
+            self.path.unlink()
+            self.path.parent.rmdir()
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
 
 
 def describe_holder(path: Path) -> str:

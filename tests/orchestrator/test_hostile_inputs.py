@@ -361,3 +361,15 @@ def test_the_lock_names_the_holder(tmp_path):
             SweepLock(str(tmp_path / "rr"), "x", tmp_path / "cache").acquire()
     finally:
         first.release()
+
+
+def test_a_refused_sweep_leaves_no_lock_behind(tmp_path):
+    from orchestrator.driver.sweep_lock import LOCK_FILE, SweepLock
+    lock = SweepLock(str(tmp_path / "rr"), "x", tmp_path / "cache")
+    lock.acquire()
+    lock.release(discard=True)
+    assert not (tmp_path / "rr" / "x").exists()
+    lock.acquire()
+    (tmp_path / "rr" / "x" / "tuner.pkl").write_bytes(b"")  # Tune wrote: the lock stays
+    lock.release(discard=True)
+    assert (tmp_path / "rr" / "x" / LOCK_FILE).exists()

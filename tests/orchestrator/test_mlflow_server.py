@@ -7,6 +7,8 @@ import sys
 import pytest
 from _mlflow_server import REPO, SMOKE_CELLS, free_port, mlflow_server, rest, run_smoke_sweep
 
+from trainables.cell import parse_cell_id
+
 pytestmark = pytest.mark.integration
 
 PARAMS = {"method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs", "batch_size", "seed"}
@@ -44,7 +46,7 @@ def test_one_child_run_per_trial_under_one_parent(tracked_sweep):
     assert parent["status"] == "FINISHED"
     assert as_dict(parents[0]["data"]["params"])["space"] == "smoke"
     children = search(url, exp_id, f"tags.`mlflow.parentRunId` = '{parent['run_id']}'")
-    assert sorted(c["info"]["run_name"] for c in children) == sorted(SMOKE_CELLS)
+    assert sorted(as_dict(c["data"]["tags"])["cell_id"] for c in children) == sorted(SMOKE_CELLS)
     assert len(search(url, exp_id, "")) == 1 + len(SMOKE_CELLS)  # nothing else in the experiment
     for child in children:
         params, metrics = as_dict(child["data"]["params"]), as_dict(child["data"]["metrics"])
@@ -52,7 +54,10 @@ def test_one_child_run_per_trial_under_one_parent(tracked_sweep):
         assert EPOCH_METRICS | FINAL_METRICS <= set(metrics), metrics
         assert not any(k in metrics for k in ("pid", "training_iteration", "time_this_iter_s"))
         tags = as_dict(child["data"]["tags"])
-        assert tags["status"] == "finished" and tags["cell_id"] == child["info"]["run_name"]
+        assert tags["status"] == "finished"
+        cell = parse_cell_id(tags["cell_id"])  # the run name leads with what differs
+        assert child["info"]["run_name"] == \
+            f"{cell.row_label} r{cell.peft.rank} | {cell.benchmark} | {cell.llm}"
         history = rest(url, f"metrics/get-history?run_id={child['info']['run_id']}"
                             f"&metric_key=val_acc")["metrics"]
         assert [m["step"] for m in history] == [1, 2]  # one point per epoch, step = epoch
@@ -65,7 +70,8 @@ def test_search_for_the_best_run_by_val_acc_returns_the_expected_trial(tracked_s
     best = search(url, exp_id, "tags.`sweep.role` = 'trial'", max_results=1,
                   order_by=["metrics.best_val_acc DESC"])
     # the fake trainable: LLM LoRA gets the largest bonus, scienceqa the higher base
-    assert best[0]["info"]["run_name"] == "synth-scienceqa|tiny-llama|llm_lora/attn|r2"
+    assert as_dict(best[0]["data"]["tags"])["cell_id"] == "synth-scienceqa|tiny-llama|llm_lora/attn|r2"
+    assert best[0]["info"]["run_name"] == "llm_lora/attn r2 | synth-scienceqa | tiny-llama"
     assert as_dict(best[0]["data"]["metrics"])["best_val_acc"] == pytest.approx(0.68)
 
 

@@ -251,7 +251,7 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     t.start()
     run_fake_sweep(configs, t.callback(), tmp_path / "ray")
     t.finish("FINISHED")
-    runs = {r.info.run_name: r for r in children(t.client, t)}
+    runs = {r.data.tags["cell_id"]: r for r in children(t.client, t)}
     assert len(runs) == 4
     full = runs["synth-scienceqa|tiny-t5|llm_lora/all|r2"]
     recipe = recipe_for("tiny-t5")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
+from test_outbox import FlakyClient
 
 from orchestrator.tracking.tracker import SweepTracker
-from tests.orchestrator.test_outbox import FlakyClient
 
 CONFIG = {"method": "qformer_lora", "sublayer": "ffn", "rank": 2, "llm": "tiny-t5",
           "benchmark": "synth-iconqa", "epochs": 3, "seed": 0}

@@ -17,9 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from _mlflow_server import FAKE_TRAINABLE, REPO, free_port, mlflow_server
 from mlflow.tracking import MlflowClient
-
-from tests.orchestrator._mlflow_server import FAKE_TRAINABLE, REPO, free_port, mlflow_server
 
 OUTAGE_S = 300
 EPOCHS, EPOCH_S = 9, 20  # 4 cells, 2 at a time: ~360 s of training, longer than the outage
