@@ -53,7 +53,7 @@ class StorageGuard(Callback):
     def __init__(self, stop: Any, storage: str, code: int, period_s: float = 1.0,
                  free_bytes: Callable[[str], int] | None = None) -> None:
         self.stop, self.storage, self.code, self.period_s = stop, storage, code, period_s
-        self.free_bytes = free_bytes or free_bytes
+        self.free_bytes = free_bytes or _statvfs_free
         self.largest_checkpoint = 0
         self._last = -float("inf")
 
@@ -82,5 +82,10 @@ class StorageGuard(Callback):
 
 
 def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer can still use on the filesystem of ``path``."""
+    return _statvfs_free(path)
+
+
+def _statvfs_free(path: str) -> int:
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize

@@ -185,17 +185,25 @@ class TrialRunLogger(Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.space_name = space_name
-        self.outbox: TrackingOutbox | None = outbox
+        self._outbox: TrackingOutbox | None = outbox
+        self.outbox_dir = outbox.dir  # an unpickled copy (a Tune restore) reopens the same one
         self._runs: dict[str, _TrialRun] = {}  # trial_id -> run
         self._existing: dict[tuple[str, str], Any] | None = None  # (trial_id, cell) -> Run
         self._existing_known = False  # False: the store did not answer; search before creating
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (tuner.pkl); the outbox holds a client and this process's
-        # state, so it is dropped (a restored sweep passes its own callbacks).
+        # state, so it is dropped: a restored copy reopens the outbox from its directory (the
+        # sweep itself passes its own callbacks to a restore).
         state = dict(self.__dict__)
-        state.update(outbox=None, _runs={}, _existing=None)
+        state.update(_outbox=None, _runs={}, _existing=None)
         return state
+
+    @property
+    def outbox(self) -> TrackingOutbox:
+        if self._outbox is None:
+            self._outbox = TrackingOutbox(MlflowClient(self.tracking_uri), self.outbox_dir)
+        return self._outbox
 
     @property
     def client(self) -> MlflowClient:

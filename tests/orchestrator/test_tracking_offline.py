@@ -56,3 +56,15 @@ def test_an_outage_mid_trial_loses_and_doubles_nothing(tmp_path):
     assert [m.step for m in client.get_metric_history(runs["t2"].info.run_id, "val_acc")] \
         == [2, 3]
     assert client.get_run(t.parent_run_id).info.status == "KILLED"
+
+
+def test_a_pickled_logger_reopens_the_same_outbox(tmp_path):
+    """Tune pickles its callbacks (tuner.pkl); a restored copy writes through the same outbox."""
+    import pickle
+    uri = f"sqlite:///{tmp_path}/m.db"
+    t = SweepTracker(uri, "sweep-p", "s", ["sweep"], 0, False, outbox_dir=tmp_path / "box")
+    t.preflight()
+    t.start()
+    copy = pickle.loads(pickle.dumps(t.callback()))
+    assert copy.outbox is not t.outbox and copy.outbox.dir == tmp_path / "box"
+    assert copy.client.tracking_uri == uri

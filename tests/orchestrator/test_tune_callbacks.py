@@ -70,3 +70,10 @@ def test_signals_raise_before_tune_and_are_deferred_during_it():
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_storage_guard_reads_the_real_filesystem_by_default(tmp_path):
+    stop = SweepStop()
+    guard = StorageGuard(stop, str(tmp_path), code=4, period_s=0)
+    guard.on_step_begin(0, [])  # statvfs of a test machine's tmp: far above the threshold
+    assert not stop.stopping
