@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from orchestrator.driver.names import UnsafeName, state_dir, under
+from orchestrator.driver.options import SweepOptions
 from orchestrator.results.categories import write_categories
 from orchestrator.results.figures import Curve, Point, accuracy_vs_fraction, learning_curves
 from orchestrator.results.model import TrialResult
@@ -192,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync", action="store_true",
                         help="first write the MLflow updates a sweep kept while the tracking "
                              "store was unreachable (its tracking-outbox), then the report")
-    parser.add_argument("--storage", default="ray_results",
-                        help="with --sync: the sweep's --storage (default ray_results)")
-    parser.add_argument("--cache-dir", default=".cache/prepared",
+    parser.add_argument("--storage", default=SweepOptions.storage,
+                        help=f"with --sync: the sweep's --storage (default {SweepOptions.storage})")
+    parser.add_argument("--cache-dir", default=SweepOptions.cache_dir,
                         help="with --sync and a cloud --storage: the sweep's --cache-dir")
     args = parser.parse_args(argv)
     try:
