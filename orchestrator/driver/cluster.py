@@ -7,6 +7,8 @@ instead of hanging or losing work.
   every node (S3, NFS), or checkpoints die with the node that wrote them and a trial retried
   elsewhere restarts from scratch. The driver writes a probe; a zero-CPU task on every alive
   node must read it back and write its own answer, which the driver must then see.
+- ``wait_for_gpus`` / ``wait_for_fitting_node`` after ``ray.init``: some node must hold one
+  trial's GPUs and CPUs (an autoscaler is asked for one), or every trial would pend for ever.
 """
 from __future__ import annotations
 
@@ -165,6 +167,50 @@ def wait_for_gpus(gpus_per_trial: float, timeout_s: float = 900.0, poll_s: float
     finally:
         request_resources(bundles=[])  # the trials' own demand keeps the workers from here on
     return have
+
+
+def node_fits(node: dict, cpus_per_trial: float, gpus_per_trial: float) -> bool:
+    """Whether one alive node of ``ray.nodes()`` can hold one trial (Ray places a trial's
+    CPUs and GPUs together on a single node)."""
+    have = node.get("Resources") or {}
+    return bool(node.get("Alive")) and have.get("CPU", 0) >= cpus_per_trial \
+        and have.get("GPU", 0) >= gpus_per_trial
+
+
+def wait_for_fitting_node(cpus_per_trial: float, gpus_per_trial: float,
+                          timeout_s: float = 900.0, poll_s: float = 5.0) -> None:
+    """Some node must hold one trial's CPUs and GPUs, or every trial pends for ever (Ray only
+    warns once a minute). An autoscaler may still add such a node: ask it for one trial's
+    bundle (request_resources) and wait; raise ClusterError naming the largest node after
+    timeout_s. Call after ray.init (and wait_for_gpus)."""
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    if any(node_fits(n, cpus_per_trial, gpus_per_trial) for n in ray.nodes()):
+        return
+    bundle = {"CPU": cpus_per_trial, **({"GPU": gpus_per_trial} if gpus_per_trial else {})}
+    deadline = time.monotonic() + timeout_s
+    request_resources(bundles=[bundle])
+    try:
+        while not any(node_fits(n, cpus_per_trial, gpus_per_trial) for n in ray.nodes()):
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"one trial needs {cpus_per_trial:g} CPUs and {gpus_per_trial:g} GPUs on one "
+                    f"node, but no node of the Ray cluster has them ({_largest(ray.nodes())}) and "
+                    f"none joined within {timeout_s:g}s of asking the autoscaler; lower "
+                    f"--cpus-per-trial / --gpus-per-trial or add larger nodes. Nothing was trained.")
+            time.sleep(poll_s)
+    finally:
+        request_resources(bundles=[])
+
+
+def _largest(nodes: list[dict]) -> str:
+    """'largest node: C CPUs, G GPUs' among the alive nodes, for the error message."""
+    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive")]
+    if not alive:
+        return "no alive node"
+    top = max(alive, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)))
+    return f"largest node: {top.get('CPU', 0):g} CPUs, {top.get('GPU', 0):g} GPUs"
 
 
 def check_cluster_config(path: str) -> dict:

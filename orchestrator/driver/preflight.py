@@ -11,7 +11,7 @@ Ray started (or a trial that pends for ever):
 - ``--llm PAPER=DIR`` is a complete InstructBLIP checkpoint of the right LLM family, and
   ``--llm PAPER=flan-t5-xl`` (the HF cache) is in the cache (no downloads at run time);
 - one trial's CPUs and GPUs fit this machine (a local sweep; on a cluster an autoscaler may
-  still add larger nodes, and cluster.wait_for_gpus asks it for GPUs).
+  still add larger nodes: cluster.wait_for_fitting_node asks it for one after ray.init).
 """
 from __future__ import annotations
 

@@ -263,6 +263,7 @@ def _run_locked(prepared: Prepared, options: SweepOptions, storage: str, trainab
         try:  # every node must reach the storage; an autoscaling cluster starts with 0 GPUs
             cluster.check_storage_shared(storage)
             cluster.wait_for_gpus(options.gpus_per_trial)
+            cluster.wait_for_fitting_node(options.cpus_per_trial, options.gpus_per_trial)
         except cluster.ClusterError as err:
             raise SweepError(str(err)) from None
         return _run_phases(prepared, options, storage, trainable, tracker, scheduler, stop)

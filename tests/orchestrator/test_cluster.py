@@ -78,3 +78,42 @@ def test_waiting_for_gpus_that_never_come_is_a_clear_error_in_bounded_time() -> 
         assert time.monotonic() - started < 10
     finally:
         ray.shutdown()
+
+
+def _fake_cluster(monkeypatch, nodes: list[dict], joins_after: int | None = None) -> list:
+    """ray.nodes() answers ``nodes`` (plus a 16-CPU node after ``joins_after`` polls); the
+    autoscaler requests are recorded."""
+    import ray
+    import ray.autoscaler.sdk as sdk
+    polls, requests = [0], []
+
+    def fake_nodes() -> list[dict]:
+        polls[0] += 1
+        big = {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}}
+        return nodes + ([big] if joins_after is not None and polls[0] > joins_after else [])
+    monkeypatch.setattr(ray, "nodes", fake_nodes)
+    monkeypatch.setattr(sdk, "request_resources", lambda bundles: requests.append(bundles))
+    return requests
+
+
+def test_a_trial_no_node_can_hold_is_refused_naming_the_largest_node(monkeypatch) -> None:
+    from orchestrator.driver.cluster import wait_for_fitting_node
+    requests = _fake_cluster(monkeypatch, [
+        {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
+        {"Alive": True, "Resources": {"CPU": 8.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}])  # a dead node holds nothing
+    wait_for_fitting_node(8, 0, timeout_s=0)  # the CPU node fits: no wait, no request
+    wait_for_fitting_node(4, 1, timeout_s=0)
+    assert requests == []
+    with pytest.raises(ClusterError, match=r"6 CPUs and 1 GPUs on one node.*largest node: 4 "
+                                           r"CPUs, 1 GPUs"):
+        wait_for_fitting_node(6, 1, timeout_s=0.2, poll_s=0.05)  # CPUs and GPUs on one node
+    assert requests == [[{"CPU": 6, "GPU": 1}], []]  # asked, then the request withdrawn
+
+
+def test_a_node_the_autoscaler_adds_ends_the_wait(monkeypatch) -> None:
+    from orchestrator.driver.cluster import wait_for_fitting_node
+    requests = _fake_cluster(monkeypatch, [{"Alive": True, "Resources": {"CPU": 2.0}}],
+                             joins_after=3)
+    wait_for_fitting_node(12, 0, timeout_s=10, poll_s=0.01)
+    assert requests == [[{"CPU": 12}], []]
