@@ -92,6 +92,9 @@ def run_name(config: dict[str, Any], cell: Cell | None) -> str:
     if cell is None:
         return "invalid trial config"
     name = f"{cell.row_label} r{cell.peft.rank} | {cell.benchmark} | {cell.llm}"
+    seed = config.get("seed")
+    if isinstance(seed, int) and seed != 0:  # --seeds N: the runs of one cell differ by seed
+        name += f" | seed {seed}"
     if config.get("retune_of"):
         lr = config.get("lr")
         name += f" | retune lr={lr:.2g}" if isinstance(lr, float) else " | retune"

@@ -16,6 +16,7 @@ def test_run_names_lead_with_method_sublayer_and_rank():
         "qformer_lora/ffn r4 | synth-iconqa | tiny-t5"
     retune = {**config.to_dict(), "retune_of": "x", "lr": 0.00123}
     assert run_name(retune, config.cell).endswith("| retune lr=0.0012")
+    assert run_name({**config.to_dict(), "seed": 2}, config.cell).endswith("| tiny-t5 | seed 2")
     assert run_name({"method": "nope"}, None) == "invalid trial config"
 
 

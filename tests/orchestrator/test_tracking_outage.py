@@ -68,7 +68,7 @@ def test_a_five_minute_outage_loses_and_doubles_nothing(tmp_path):
         exp = client.get_experiment_by_name("sweep-out")
         parents = client.search_runs([exp.experiment_id], "tags.`sweep.role` = 'parent'")
         trials = client.search_runs([exp.experiment_id], "tags.`sweep.role` = 'trial'")
-        histories = {t.info.run_name: [(m.step, m.timestamp) for m in
+        histories = {t.data.tags["cell_id"]: [(m.step, m.timestamp) for m in
                                        client.get_metric_history(t.info.run_id, "val_acc")]
                      for t in trials}
     print(out[-2500:])
