@@ -289,7 +289,9 @@ class TrackingOutbox:
                   file=sys.stderr)
             return
         lines = [op for op in map(_parse_op, text.splitlines()) if op is not None]
-        self.ops = [op for op in lines[self.done:] if self._trusted(op)]
+        # seqs run 1, 2, ... from the file's start and are written in order, so ``done`` is
+        # also the last written seq: a skipped (cut, foreign) line cannot shift what is pending
+        self.ops = [op for op in lines if op["seq"] > self.done and self._trusted(op)]
         self.next_seq = (lines[-1]["seq"] + 1) if lines else 1
 
     def _trusted(self, op: dict[str, Any]) -> bool:

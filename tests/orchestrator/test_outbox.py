@@ -167,3 +167,21 @@ def test_a_cut_or_tampered_outbox_is_read_as_untrusted(store, tmp_path, capsys):
     assert "outside the outbox" in capsys.readouterr().err
     assert box.flush() and history(client, run, "acc") == [(1, 0.5, 3)]
     assert client.real.list_artifacts(run) == []
+
+
+def test_a_line_cut_before_the_done_mark_does_not_shift_what_is_pending(store, tmp_path):
+    """outbox.state counts the written ops; a skipped line must not make a later session
+    replay a written op or skip a pending one (pending = seq above the done mark)."""
+    client, exp = store
+    run = client.real.create_run(exp).info.run_id
+    box_dir = tmp_path / "outbox"
+    box_dir.mkdir()
+    ops = [{"op": "log_batch", "run": run, "metrics": [["acc", v, 10 + i, i]], "params": [],
+            "tags": [], "seq": i} for i, v in ((1, 0.1), (2, 0.2), (3, 0.3))]
+    lines = [json.dumps(o) for o in ops]
+    lines[0] = lines[0][:25]  # seq 1 was written, then its line was cut
+    (box_dir / "outbox.jsonl").write_text("\n".join(lines) + "\n")
+    (box_dir / "outbox.state").write_text(json.dumps({"done": 2, "ids": {}}))
+    box = TrackingOutbox(client, box_dir)
+    assert [op["seq"] for op in box.ops] == [3]
+    assert box.flush() and history(client, run, "acc") == [(3, 0.3, 13)]
