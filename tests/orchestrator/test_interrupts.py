@@ -9,7 +9,9 @@ start of Ray costs ~10 s of the CI budget:
 3. a checkpoint replaced by a pickle payload: --resume refuses it before Ray starts, naming
    the file, and the payload never runs;
 4. Ctrl-C (SIGINT to the whole process group, as a terminal sends it): exit 130;
-5. --resume finishes: exactly one MLflow run per cell, every finished cell trained once.
+5. --resume finishes: exactly one MLflow run per cell, and no trial that was FINISHED when a
+   session was interrupted is started again. (A trial whose last report was still on its way
+   when the signal came is not finished for Tune: it resumes from its last checkpoint.)
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -64,11 +67,25 @@ def ended(tmp: Path) -> list[str]:
     return [line.split()[1] for line in lines if line.startswith("end ")]
 
 
-def wait_for_ends(tmp: Path, proc: subprocess.Popen, count: int, timeout_s: float = 240) -> None:
+def started(tmp: Path) -> Counter:
+    """How often each cell's trial was started (a resumed one counts again)."""
+    log = tmp / "trials.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return Counter(line.split()[1] for line in lines if line.startswith("start "))
+
+
+def final_results(tmp: Path) -> int:
+    """Trials whose last report (it holds test_acc) Tune has recorded in its result.json."""
+    files = (tmp / "rr" / "sweep-ctrl").glob("*/result.json")
+    return sum('"test_acc"' in f.read_text() for f in files)
+
+
+def wait_for(done: Callable[[], bool], proc: subprocess.Popen, what: str,
+             timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(ended(tmp)) < count:
+    while not done():
         assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, f"fewer than {count} trials ended in {timeout_s} s"
+        assert time.monotonic() < deadline, f"{what} not within {timeout_s} s"
         time.sleep(0.5)
 
 
@@ -125,7 +142,7 @@ def plant_payload(tmp: Path, marker: Path) -> Path:
 def test_sigterm_ctrl_c_and_a_planted_checkpoint_then_resume(tmp_path):
     (tmp_path / "ctrl.yaml").write_text(SPACE)
     first = start(tmp_path)
-    wait_for_ends(tmp_path, first, 1)
+    wait_for(lambda: final_results(tmp_path) >= 1, first, "a trial's final result")
     sockets = listening_sockets(first.pid)
     assert len(sockets) >= 3, sockets  # the GCS, the raylet, the agents, the workers
     assert all(is_loopback(ip) for ip, _, _ in sockets), sockets
@@ -138,6 +155,8 @@ def test_sigterm_ctrl_c_and_a_planted_checkpoint_then_resume(tmp_path):
     parents, trials = mlflow_runs(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert all(t.info.status != "RUNNING" for t in trials)
+    finished = {t.data.tags["cell_id"]: started(tmp_path)[t.data.tags["cell_id"]]
+                for t in trials if t.info.status == "FINISHED"}
 
     marker = tmp_path / "pwned"
     planted = plant_payload(tmp_path, marker)
@@ -150,11 +169,16 @@ def test_sigterm_ctrl_c_and_a_planted_checkpoint_then_resume(tmp_path):
     (planted / "meta.json").unlink()
 
     second = start(tmp_path, "--resume")
-    wait_for_ends(tmp_path, second, len(ended(tmp_path)) + 1)
+    before = final_results(tmp_path)
+    wait_for(lambda: final_results(tmp_path) > before, second, "another final result")
     os.killpg(second.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
     code, out = finish(second)
     assert code == 130, out[-3000:]
     assert "interrupted by SIGINT" in out and "Traceback" not in out, out[-3000:]
+    _, trials = mlflow_runs(tmp_path)
+    finished |= {t.data.tags["cell_id"]: started(tmp_path)[t.data.tags["cell_id"]]
+                 for t in trials if t.info.status == "FINISHED" and
+                 t.data.tags["cell_id"] not in finished}
 
     third = start(tmp_path, "--resume")
     code, out = finish(third, timeout_s=400)
@@ -165,5 +189,7 @@ def test_sigterm_ctrl_c_and_a_planted_checkpoint_then_resume(tmp_path):
     assert len(trials) == CELLS, sorted(t.info.run_name for t in trials)
     assert Counter(t.data.tags["cell_id"] for t in trials).most_common(1)[0][1] == 1
     assert {t.info.status for t in trials} == {"FINISHED"}
-    assert Counter(ended(tmp_path)) == Counter({c: 1 for c in set(ended(tmp_path))})
+    assert finished, "no trial had finished before the interruptions: nothing was tested"
+    starts = started(tmp_path)
+    assert {c: starts[c] for c in finished} == finished  # a finished trial never ran again
     assert len(set(ended(tmp_path))) == CELLS

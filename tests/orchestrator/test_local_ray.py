@@ -42,3 +42,21 @@ def test_a_local_ray_is_started_on_loopback(monkeypatch):
     local_ray.start(None)
     assert calls[0]["_node_ip_address"] == "127.0.0.1"
     assert calls[0]["include_dashboard"] is False and calls[0]["dashboard_host"] == "127.0.0.1"
+
+
+def test_the_switch_is_on_before_the_space_is_prepared(monkeypatch, tmp_path):
+    """prepare() imports ray for an ASHA sweep (orchestrator.driver.schedulers); Ray reads the
+    switch at import, so the CLI sets it before prepare, not only around run()."""
+    from orchestrator import sweep
+    from orchestrator.driver import run as driver
+    monkeypatch.delenv(local_ray.LOOPBACK_SWITCH, raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    seen = []
+
+    def prepare(options):
+        seen.append(os.environ.get(local_ray.LOOPBACK_SWITCH))
+        raise driver.SweepError("stop here")
+    monkeypatch.setattr(driver, "prepare", prepare)
+    with pytest.raises(SystemExit):
+        sweep.main(["--space", "smoke", "--storage", str(tmp_path / "rr")])
+    assert seen == ["0"] and local_ray.LOOPBACK_SWITCH not in os.environ
