@@ -180,8 +180,8 @@ def test_the_console_summary_line_by_line():
         zero_shot_line("scienceqa", SQA, "flan-t5-xl", T5, "58.0"),
         "", "retuned cells (*):", "  one", "  two",
         "", f"MLflow: {tracking}",
-        "  browse: mlflow ui --backend-store-uri sqlite:///m.db  (experiment 'sweep-x', one "
-        "child run per trial)",
+        "  browse: mlflow ui --backend-store-uri sqlite:///m.db --host 127.0.0.1 --port 5000  "
+        "(experiment 'sweep-x', one child run per trial)",
     ]
     # a tracking line that is not JSON (or names no store) gets no browse hint
     assert format_summary(TRIALS, [], targets, "disabled", 1.0).splitlines()[-1] == "MLflow: disabled"
