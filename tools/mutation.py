@@ -180,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, t in TARGETS.items():
             print(f"{name:11} {' '.join(t.sources)}\n{'':11} guarded by {' '.join(t.tests)}")
         return 0
-    results = [run_module(name, TARGETS[name], args.children, args.fresh, args.survivors)
-               for name in (args.modules or TARGETS)]
+    results, failed = [], []
+    for name in args.modules or TARGETS:
+        try:  # one module's mutmut failure (e.g. its stats run) must not cost the others' runs
+            results.append(run_module(name, TARGETS[name], args.children, args.fresh, args.survivors))
+        except SystemExit as err:
+            failed.append(name)
+            print(err, file=sys.stderr)
     for r in results:
         rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:5.1f}%"
         print(f"{r['module']:11} generated {r['generated']:4} (core {r['core']:4}, glue "
@@ -193,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'':11} glue (integration tier, not counted): {', '.join(TARGETS[r['module']].glue)}")
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k != "not_killed"}))
-    return 0
+    if failed:
+        print(f"mutmut failed for: {', '.join(failed)} (see .mutation/<module>/run.log)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
