@@ -1,6 +1,7 @@
 """Parameter accounting: paper's per-rank LoRA counts, agreement with peft, the 9 x 4 table."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict
 
@@ -94,8 +95,11 @@ def test_table_has_every_cell(meta_models, preset, family):
 def test_cli_prints_the_table_in_seconds(capsys):
     start = time.perf_counter()
     main(["--llm", "vicuna-7b"])
-    assert time.perf_counter() - start < 30
+    elapsed = time.perf_counter() - start
+    assert elapsed < 30
     lines = capsys.readouterr().out.splitlines()
+    took = re.fullmatch(r"\(33 cells in (\d+\.\d\d) s\)", lines[-1])
+    assert took and 0 < float(took.group(1)) <= elapsed
     rows = [line for line in lines if line.startswith(("baseline", "llm_lora", "qformer_lora", "both_lora"))]
     assert len(rows) == 33
     assert any(line.startswith("qformer_lora all") and "265,728" in line for line in rows)
