@@ -201,12 +201,21 @@ class Steps:
     (as problem ids) and the global RNG's next draw (what dropout would use)."""
 
     def __init__(self, losses: list[float]) -> None:
-        self.losses, self.steps, self.dropout = list(losses), [], []
+        self.losses, self.steps, self.dropout, self.args = list(losses), [], [], set()
+        self.augment: list[float] = []
+
+    def train_inputs(self, chunk, gen):
+        self.augment.append(float(torch.rand(1, generator=gen)))  # what augmentation would draw
+        return ("images", len(chunk))
 
     def collate(self, chunk, vision_in, spec):
-        return SimpleNamespace(to=lambda device: [p.pid for p in chunk])
+        assert vision_in == ("images", len(chunk))
+        self.args.add(("spec", spec))
+        return SimpleNamespace(to=lambda device: self.args.add(("device", device)) or [p.pid for p in chunk])
 
     def step(self, model, micro, optimizer, precision, scaler):
+        self.args.update({("model", model), ("optimizer", optimizer), ("precision", precision),
+                          ("scaler", scaler)})
         self.steps.append(micro)
         self.dropout.append(float(torch.rand(1)))
         loss = self.losses.pop(0)
@@ -218,11 +227,15 @@ def _epoch(monkeypatch, epoch=0, seed=1, losses=(1.0,) * 4, n=10):
     monkeypatch.setattr(loop, "collate_train", steps.collate)
     monkeypatch.setattr(loop, "train_step", steps.step)
     cfg = _cfg(seed=seed, batch_size=2, grad_accum=2)  # effective batch 4
-    trial = SimpleNamespace(cfg=cfg, model=torch.nn.Linear(1, 1), device="cpu", spec=None,
-                            precision=None, scaler=None, settings=SimpleNamespace(batch_size=3),
+    model = torch.nn.Linear(1, 1).eval()
+    trial = SimpleNamespace(cfg=cfg, model=model, device="device", spec="spec",
+                            precision="precision", scaler="scaler", settings=SimpleNamespace(batch_size=3),
                             splits={"train": [SimpleNamespace(pid=i) for i in range(n)]},
-                            vision=SimpleNamespace(train_inputs=lambda chunk, gen: None))
-    losses_out, samples = loop.train_epoch(trial, None, epoch)
+                            vision=SimpleNamespace(train_inputs=steps.train_inputs))
+    losses_out, samples = loop.train_epoch(trial, "optimizer", epoch)
+    assert model.training  # dropout on while training
+    assert steps.args == {("model", model), ("optimizer", "optimizer"), ("precision", "precision"),
+                          ("scaler", "scaler"), ("spec", "spec"), ("device", "device")}
     return steps, losses_out, samples
 
 
@@ -235,10 +248,12 @@ def test_an_epoch_is_one_seeded_shuffled_pass_in_steps_of_the_effective_batch(mo
     assert (losses, samples) == ([1.0, 2.0, 3.0], 10)
     again, _, _ = _epoch(monkeypatch, losses=[1.0, 2.0, 3.0])
     assert again.steps == steps.steps and again.dropout == steps.dropout  # same (seed, epoch)
+    assert again.augment == steps.augment and len(set(steps.augment)) == 5  # seeded generator
     other_epoch, _, _ = _epoch(monkeypatch, epoch=1, losses=[1.0, 2.0, 3.0])
     other_seed, _, _ = _epoch(monkeypatch, seed=2, losses=[1.0, 2.0, 3.0])
     for other in (other_epoch, other_seed):
         assert other.steps != steps.steps and other.dropout != steps.dropout
+        assert other.augment != steps.augment
 
 
 def test_an_epoch_stops_at_the_first_non_finite_loss(monkeypatch):
