@@ -279,3 +279,10 @@ def test_write_table1_adds_intervals_to_the_markdown_only_when_asked(tmp_path):
     (tmp_path / "i").mkdir()
     md = write_table1(table, tmp_path / "i", intervals=True)[0].read_text()
     assert "70.00◆ [48.1, 85.5]" in md and "[a, b]: 95% interval" in md
+
+
+def test_a_chosen_retune_without_a_test_score_shows_its_escaped_marks_in_markdown():
+    trials = [result(ICON, T5, "qformer_lora", "ffn", 1, 0.2, None, "d", DIVERGED, epochs=2),
+              result(ICON, T5, "qformer_lora", "ffn", 1, 0.3, None, "r", STOPPED, epochs=1,
+                     retune=True)]
+    assert "| qformer_lora/ffn | tiny-t5 | –\\*†1 |" in markdown(build_table1(trials))
