@@ -286,3 +286,13 @@ def test_a_chosen_retune_without_a_test_score_shows_its_escaped_marks_in_markdow
               result(ICON, T5, "qformer_lora", "ffn", 1, 0.3, None, "r", STOPPED, epochs=1,
                      retune=True)]
     assert "| qformer_lora/ffn | tiny-t5 | –\\*†1 |" in markdown(build_table1(trials))
+
+
+def test_a_cell_without_a_test_score_does_not_stop_the_paired_tests_of_the_next():
+    right = {"r2": 16, "r1": 14}
+    trials = [result(SQA, T5, "llm_lora", "all", 4, 0.5, None, "s", STOPPED, epochs=1),
+              result(SQA, T5, "llm_lora", "all", 2, 0.9, 0.80, "r2"),
+              result(SQA, T5, "llm_lora", "all", 1, 0.8, 0.70, "r1")]
+    table = build_table1(trials, lambda t: {p: i < right[t.run_id] for i, p in enumerate(PIDS)})
+    row = table.rows[0]
+    assert [table.entry_text(row, (SQA, r)) for r in (1, 2, 4)] == ["70.00≈", "80.00◆", "–†1"]
