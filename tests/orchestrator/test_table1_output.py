@@ -296,3 +296,13 @@ def test_a_cell_without_a_test_score_does_not_stop_the_paired_tests_of_the_next(
     table = build_table1(trials, lambda t: {p: i < right[t.run_id] for i, p in enumerate(PIDS)})
     row = table.rows[0]
     assert [table.entry_text(row, (SQA, r)) for r in (1, 2, 4)] == ["70.00≈", "80.00◆", "–†1"]
+
+
+def test_the_validation_table_shows_the_validation_spread_over_seeds():
+    trials = [result(SQA, T5, "llm_lora", "all", 2, 0.70, 0.75, "s0"),
+              result(SQA, T5, "llm_lora", "all", 2, 0.80, 0.76, "s1")]
+    table = build_table1(trials)
+    row = table.rows[0]
+    assert table.entry_text(row, (SQA, 2), "val") == "75.00±7.07"  # val 0.70 / 0.80
+    assert table.entry_text(row, (SQA, 2)) == "75.50±0.71"  # test 0.75 / 0.76
+    assert table.sd(row, (SQA, 4)) is None and table.value(row, (SQA, 4)) is None  # no such cell
