@@ -7,6 +7,7 @@ can fail runs before Ray starts, and fails with one "sweep: error: ..." line and
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -31,8 +32,9 @@ EPILOG = """\
 examples:
   python -m orchestrator.sweep --space smoke
   python -m orchestrator.sweep --space full_grid --dry-run --plan-out plan.json
+  python -m orchestrator.sweep --space full_grid --dry-run --node-type gpu_a10g --makespan-gpus 16
   python -m orchestrator.sweep --space full_grid --llm flan-t5-xl=/models/instructblip-flan-t5-xl \\
-      --data-root scienceqa=/data/ScienceQA --gpus-per-trial 1
+      --data-root scienceqa=/data/ScienceQA
   python -m orchestrator.sweep --space my_space.yaml --scheduler fifo --resume
 
 YAML spaces: {methods: [baseline, {method: qformer_lora, sublayers: [ffn, all]}],
@@ -91,11 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="trials at once (default: the Ray cluster's CPUs / --cpus-per-trial)")
     how.add_argument("--cpus-per-trial", type=float, default=1.0,
                      help="CPUs Ray reserves per trial (default 1)")
-    how.add_argument("--gpus-per-trial", type=float, default=0.0,
-                     help="default 0; a fraction (e.g. 0.25) packs several small trials on one GPU")
+    how.add_argument("--gpus-per-trial", type=gpus_option, metavar="auto|N",
+                     help="auto: each trial gets the GPU share and node type its planned peak memory "
+                          "needs (orchestrator/placement/packing.py; the default with real presets); "
+                          "N: every trial asks for N GPUs (0 = CPU, the default with the tiny "
+                          "stand-ins; 0.25 = four per GPU)")
+    how.add_argument("--cluster-config", metavar="FILE.yaml",
+                     help="Ray cluster launcher YAML whose node types (GPU, GPUs, CPUs, price) placement "
+                          "and cost use (default: on a launched cluster's head ~/ray_bootstrap_config.yaml, "
+                          "else this machine)")
+    how.add_argument("--price", action="append", default=[], metavar="NODE_TYPE=USD_PER_HOUR",
+                     help="price of one node-hour, overriding the cluster config's table (repeatable; "
+                          "'local' prices this machine)")
     how.add_argument("--cpu", action="store_true",
                      help="run real presets (flan-t5-xl, vicuna-7b) on CPU anyway: hours per step at "
-                          "real size, for checks; without it a real preset needs --gpus-per-trial > 0")
+                          "real size, for checks; without it a real preset needs a GPU per trial")
     how.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp32"),
                      help="storage dtype of the frozen ViT/LLM/Q-Former (default: the preset's, bf16 for "
                           "the real ones; fp16 for GPUs without bf16); what trains is always fp32")
@@ -135,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--verbose", action="store_true",
                        help="Ray Tune's full trial table every 30 s and the workers' logs "
                             "(default: one compact progress line per change)")
+    modes.add_argument("--node-type", metavar="NAME",
+                       help="with --dry-run: price the space on this node type only")
+    modes.add_argument("--makespan-gpus", type=int, default=8, metavar="N",
+                       help="with --dry-run: the makespan column is for N GPUs (default 8)")
     modes.add_argument("--no-retune", action="store_true", help="skip re-tuning divergent cells")
     modes.add_argument("--retune-samples", type=int,
                        help="learning rates tried per divergent cell (default search_spaces.lr_retune)")
@@ -148,6 +164,20 @@ def fail(message: str) -> NoReturn:
     """The sweep's one-line error (exit 2): an option's value, a space, data, storage, ..."""
     print(f"sweep: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def gpus_option(value: str) -> str | float:
+    """--gpus-per-trial: 'auto' or a number >= 0 (above 1: whole GPUs)."""
+    if value == "auto":
+        return value
+    try:
+        gpus = float(value)
+    except ValueError:
+        gpus = -1.0
+    if not 0 <= gpus < math.inf or (gpus > 1 and gpus != int(gpus)):
+        raise argparse.ArgumentTypeError(f"expected 'auto', a fraction in [0, 1] or a whole number of "
+                                         f"GPUs, got {value!r}")
+    return gpus
 
 
 def main(argv: list[str] | None = None) -> int:

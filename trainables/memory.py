@@ -316,15 +316,21 @@ def estimate_memory(s: ModelShape, c: ParamCounts, m: MemorySetup) -> MemoryEsti
                           overhead_bytes=overhead, peak_bytes=weights + dynamic + overhead)
 
 
-def _training_options(m: MemorySetup, effective_batch: int, mode: str) -> list[tuple[int, bool]]:
-    """(micro-batch, checkpointing) in the order tried: the recipe's micro-batch first; without
-    checkpointing down to micro-batch 4 (recomputation costs ~1/3 more compute, a smaller
-    micro-batch costs little while it still fills the GPU), then with it down to 1."""
+def plain_micro_batches(m: MemorySetup, effective_batch: int) -> list[int]:
+    """Micro-batches tried without checkpointing, largest first: the recipe's down to 4
+    (recomputation costs ~1/3 more compute, a smaller micro-batch costs little while it still
+    fills the GPU). Placement plans packed trials at the last of them."""
     sizes = [b for b in range(m.batch_size, 0, -1) if effective_batch % b == 0]
+    return [b for b in sizes if b >= min(4, m.batch_size)]
+
+
+def _training_options(m: MemorySetup, effective_batch: int, mode: str) -> list[tuple[int, bool]]:
+    """(micro-batch, checkpointing) in the order tried: plain_micro_batches first, then with
+    checkpointing down to micro-batch 1."""
     if mode != "auto":
         return [(m.batch_size, mode == "on")]
-    plain = [(b, False) for b in sizes if b >= min(4, m.batch_size)]
-    return plain + [(b, True) for b in sizes]
+    sizes = [b for b in range(m.batch_size, 0, -1) if effective_batch % b == 0]
+    return [(b, False) for b in plain_micro_batches(m, effective_batch)] + [(b, True) for b in sizes]
 
 
 def choose_fit(s: ModelShape, c: ParamCounts, m: MemorySetup, capacity_bytes: int,

@@ -6,7 +6,9 @@ resumes from ``ray.tune.get_checkpoint()`` when Ray restarts the trial (failure,
 The flat config dict is parsed once into a TrialConfig, so a bad key fails before any training.
 Device: the GPU Ray assigned to the trial (trainables.runsetup.device_for), else CPU: a trial
 that reserved no GPU never initialises CUDA, although Ray 2.60 leaves GPUs visible to it. Its
-memory budget is its share of that GPU (a fractional --gpus-per-trial gets that fraction).
+memory budget is its share of that GPU (a fractional --gpus-per-trial gets that fraction), and
+it runs inside that share (trainables.gpu_share: the allocator capped to it, everything freed
+when the trial ends however it ends, so a reused actor keeps no dead trial's model on the GPU).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from trainables.config import TrialConfig
+from trainables.gpu_share import assigned_gpu_share, gpu_share_scope
 from trainables.loop import run_trial
 from trainables.runsetup import device_for, memory_budget
 
@@ -33,11 +36,12 @@ def train_trial(config: dict[str, Any]) -> None:
 
     device, budget = assigned_device()
     restored = tune.get_checkpoint()
-    if restored is None:
-        run_trial(cfg, report=report, device=device, memory_budget=budget)
-        return
-    with restored.as_directory() as path:
-        run_trial(cfg, report=report, resume_from=Path(path), device=device, memory_budget=budget)
+    with gpu_share_scope(device, assigned_gpu_share()):
+        if restored is None:
+            run_trial(cfg, report=report, device=device, memory_budget=budget)
+            return
+        with restored.as_directory() as path:
+            run_trial(cfg, report=report, resume_from=Path(path), device=device, memory_budget=budget)
 
 
 def assigned_device() -> tuple[torch.device, int | None]:

@@ -49,9 +49,13 @@ class SweepOptions:
     """ASHA's rung metric (trainables.defaults.RUNG_METRICS); None: the recipe's."""
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str | None = None
+    """"auto" (placement by planned memory), a number of GPUs, or None: auto when a trial runs a
+    real preset, else 0 (orchestrator.placement.resources)."""
+    cluster_config: str | None = None
+    price: tuple[str, ...] = ()
     cpu: bool = False
-    """Real presets may run on CPU (without it they need --gpus-per-trial > 0)."""
+    """Real presets may run on CPU (without it they need a GPU per trial)."""
     weight_dtype: str | None = None
     activation_checkpointing: str | None = None
     random_weights: bool = False
@@ -69,6 +73,8 @@ class SweepOptions:
     plan_out: str | None = None
     verbose: bool = False
     """Ray Tune's full table and the workers' logs instead of the progress line."""
+    node_type: str | None = None
+    makespan_gpus: int = 8
     no_retune: bool = False
     retune_samples: int | None = None
     trainable: str | None = None
@@ -85,11 +91,15 @@ class SweepOptions:
         if self.reduction_factor is not None and not 1 < self.reduction_factor < math.inf:
             raise OptionError(f"--reduction-factor must be a number > 1, got "
                               f"{self.reduction_factor}")
-        if self.cpu and self.gpus_per_trial > 0:
-            raise OptionError("--cpu contradicts --gpus-per-trial > 0")
-        if not 0 < self.cpus_per_trial < math.inf or not 0 <= self.gpus_per_trial < math.inf:
-            raise OptionError(f"--cpus-per-trial must be a number > 0 and --gpus-per-trial >= 0, "
-                              f"got {self.cpus_per_trial} and {self.gpus_per_trial}")
+        if self.cpu and self.gpus_per_trial not in (None, 0):
+            raise OptionError(f"--cpu contradicts --gpus-per-trial {self.gpus_per_trial}")
+        if not 0 < self.cpus_per_trial < math.inf:
+            raise OptionError(f"--cpus-per-trial must be a number > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial not in ("auto", None) and not 0 <= self.gpus_per_trial < math.inf:
+            raise OptionError(f"--gpus-per-trial must be auto or a number >= 0, got "
+                              f"{self.gpus_per_trial}")
+        if self.makespan_gpus < 1:
+            raise OptionError(f"--makespan-gpus must be >= 1, got {self.makespan_gpus}")
         if self.max_failures < 0:
             raise OptionError(f"--max-failures must be >= 0, got {self.max_failures}")
         if self.no_vit_cache and (self.vit_cache_dir or self.vit_cache_max_gb is not None):
@@ -103,8 +113,9 @@ class SweepOptions:
         if self.resume and self.dry_run:
             raise OptionError("--resume and --dry-run contradict each other (a dry run starts "
                               "nothing)")
-        if self.plan_out and not self.dry_run:
-            raise OptionError("--plan-out needs --dry-run")
+        for opt in ("plan_out", "node_type"):
+            if getattr(self, opt) and not self.dry_run:
+                raise OptionError(f"--{_flag(opt)} needs --dry-run")
         if self.scheduler == "fifo":
             for opt in ("grace_period", "reduction_factor", "brackets", "rung_metric"):
                 if getattr(self, opt) is not None:
@@ -125,6 +136,18 @@ class SweepOptions:
         if self.vit_cache_max_gb is not None:
             out["vit_cache_max_gb"] = self.vit_cache_max_gb
         return out
+
+    @property
+    def requested_gpus(self) -> float | str | None:
+        """--gpus-per-trial as placement takes it: --cpu means 0 GPUs."""
+        return 0.0 if self.cpu else self.gpus_per_trial
+
+    @property
+    def fixed_gpus(self) -> float:
+        """The explicit --gpus-per-trial number; 0 for auto or unset (auto shares are at most
+        one GPU each and are checked against the node types by orchestrator.placement)."""
+        gpus = self.requested_gpus
+        return 0.0 if gpus in (None, "auto") else float(gpus)
 
     @property
     def run_seed(self) -> int:

@@ -79,7 +79,7 @@ def prepare(options: SweepOptions) -> Prepared:
         # Values no model or budget can take, duplicate cells, incomplete checkpoints.
         preflight.check_trials(trials, sources=not options.dry_run)
         if not options.dry_run and cluster_address(options.address) is None:
-            preflight.check_local_resources(options.cpus_per_trial, options.gpus_per_trial)
+            preflight.check_local_resources(options.cpus_per_trial, options.fixed_gpus)
     except (UnsafeName, preflight.PreflightError) as err:
         raise SweepError(str(err)) from None
     return Prepared(space=space, targets=targets, trials=trials, name=name, epoch_budget=budget,
@@ -98,19 +98,35 @@ def _with_random_weights(trials: list[TrialConfig]) -> list[TrialConfig]:
     return [dataclasses.replace(t, random_weights=True) if real(t) else t for t in trials]
 
 
+def planned_trials(space: Space, options: SweepOptions) -> tuple[list, Any]:
+    """The plan of ``space`` at real size as these options change it (epochs, ViT cache and
+    augmentation, weight dtype, checkpointing), and the ViT-cache setting it was made with: what
+    the dry run prints and what --gpus-per-trial auto places trials by."""
+    from orchestrator.driver import plan, vit_savings
+    overrides = {**space.overrides, **options.trial_overrides()}  # as in the trials
+    setting = vit_savings.setting_from_overrides(overrides)
+    return vit_savings.apply(plan.build_plan(space, overrides), setting), setting
+
+
 def dry_run(prepared: Prepared, options: SweepOptions) -> int:
     """Print the plan at the real model sizes (meta device) and exit; Ray never starts."""
     from orchestrator.driver import plan, vit_savings
-    overrides = {**prepared.space.overrides, **options.trial_overrides()}  # as in the trials
-    setting = vit_savings.setting_from_overrides(overrides)
     if options.plan_out:
         try:
             preflight.check_output_path(options.plan_out, "--plan-out", directory=False)
         except preflight.PreflightError as err:
             raise SweepError(str(err)) from None
-    trials = vit_savings.apply(plan.build_plan(prepared.space, overrides), setting)
+    trials, setting = planned_trials(prepared.space, options)
     print(plan.format_plan(trials))
     print(vit_savings.format_savings(trials, setting))
+    from orchestrator.costs.estimate import dry_run_block
+    from orchestrator.placement.resources import dry_run_node_types
+    try:
+        types = dry_run_node_types(options)
+    except ValueError as err:  # NodeTypeError: a bad --cluster-config / --price
+        raise SweepError(str(err)) from None
+    print()
+    print(dry_run_block(trials, prepared.space, types, options))
     if options.plan_out:
         plan.write_plan_json(trials, Path(options.plan_out))
         print(f"plan written to {options.plan_out}")
@@ -178,21 +194,27 @@ def run(prepared: Prepared, options: SweepOptions, stop: SweepStop | None = None
     """The whole sweep; returns the process exit code (driver.endings lists them).
 
     Pre-flight order, so that a mistake costs seconds and leaves nothing behind: first the
-    checks that write nothing (cluster address, GPUs, --trainable, --report-dir), then every
-    benchmark validated and prepared (a data error writes nothing, see prepare_data), and only
-    then the storage probe, the per-name lock and the tracking preflight, which create the
-    storage directory and the MLflow experiment. Checks added here go before prepare_data
-    unless they must write.
+    checks that write nothing (cluster address, every trial's placement on the node types,
+    GPUs, --trainable, --report-dir), then every benchmark validated and prepared (a data error
+    writes nothing, see prepare_data), and only then the storage probe, the per-name lock and
+    the tracking preflight, which create the storage directory and the MLflow experiment.
+    Checks added here go before prepare_data unless they must write.
     """
-    check_real_presets_have_gpus(prepared.trials, options.gpus_per_trial, options.cpu)
     from orchestrator.driver import cluster
     from orchestrator.driver import tuner as tn
+    from orchestrator.placement.resources import for_sweep
     stop = stop or SweepStop()
     try:  # a cluster address that does not answer: an error in <= 5 s, not minutes in ray.init
         cluster.check_address(options.address)
     except cluster.ClusterError as err:
         raise SweepError(str(err)) from None
-    check_gpus(options.gpus_per_trial, cluster.resolve_address(options.address))  # Ray jobs set RAY_ADDRESS
+    try:  # a trial no GPU can hold is refused here, before anything is written
+        resources, costs = for_sweep(prepared, options)
+    except ValueError as err:  # PlacementError, NodeTypeError, ResourceError
+        raise SweepError(str(err)) from None
+    gpus = resources.smallest_gpu_request()
+    check_real_presets_have_gpus(prepared.trials, gpus, options.cpu)
+    check_gpus(gpus, cluster.resolve_address(options.address))  # Ray jobs set RAY_ADDRESS
     trainable = load_trainable(options.trainable)
     if options.report_dir is not None:
         try:
@@ -212,7 +234,7 @@ def run(prepared: Prepared, options: SweepOptions, stop: SweepStop | None = None
     except (ValueError, SweepLocked, OSError) as err:  # UnsafeName, PreflightError are ValueErrors
         raise SweepError(str(err)) from None
     try:
-        code = _run_locked(prepared, options, storage, trainable, stop, own_dir)
+        code = _run_locked(prepared, options, storage, trainable, stop, own_dir, resources, costs)
     except BaseException:
         lock.release(discard=fresh)  # refused before Tune wrote anything: leave no trace
         raise
@@ -232,7 +254,9 @@ def check_exists(storage: str, name: str, resume: bool) -> None:
 
 
 def _run_locked(prepared: Prepared, options: SweepOptions, storage: str, trainable: Callable,
-                stop: SweepStop, own_dir: Path) -> int:
+                stop: SweepStop, own_dir: Path, resources: Any, costs: Any) -> int:
+    """The sweep once its name is locked: tracking, Ray, the phases. ``resources``/``costs``:
+    each trial's GPU share and node type, and how to price it (orchestrator.placement)."""
     from orchestrator.driver import cluster
     from orchestrator.tracking.tracker import SweepTracker, TrackingError
     check_exists(storage, prepared.name, options.resume)  # again, now under the lock
@@ -262,11 +286,12 @@ def _run_locked(prepared: Prepared, options: SweepOptions, storage: str, trainab
         stop.defer = True  # from here a signal stops Tune gracefully (driver.interrupts)
         try:  # every node must reach the storage; an autoscaling cluster starts with 0 GPUs
             cluster.check_storage_shared(storage)
-            cluster.wait_for_gpus(options.gpus_per_trial)
-            cluster.wait_for_fitting_node(options.cpus_per_trial, options.gpus_per_trial)
+            cluster.wait_for_gpus(resources.smallest_gpu_request())
+            cluster.wait_for_fitting_node(options.cpus_per_trial, resources.largest_gpu_request())
         except cluster.ClusterError as err:
             raise SweepError(str(err)) from None
-        return _run_phases(prepared, options, storage, trainable, tracker, scheduler, stop)
+        return _run_phases(prepared, options, storage, trainable, tracker, scheduler, stop,
+                           resources, costs)
     except Interrupted:
         return interrupted(tracker, stop, options)
     except OSError as err:  # a write of Tune's or of the outbox hit a full disk
@@ -292,7 +317,8 @@ def grid_scheduler(prepared: Prepared, options: SweepOptions, storage: str) -> A
 
 
 def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
-                trainable: Callable, tracker: Any, scheduler: Any, stop: SweepStop) -> int:
+                trainable: Callable, tracker: Any, scheduler: Any, stop: SweepStop,
+                resources: Any, costs: Any) -> int:
     import ray
 
     from orchestrator.driver import retune, stopped_scores
@@ -302,11 +328,12 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
     from orchestrator.results.model import from_tune_result, outcomes
     tracker.start()
     settings = tn.TunerSettings(
-        storage=storage, cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
+        storage=storage, cpus_per_trial=options.cpus_per_trial, resources=resources,
         max_concurrent=options.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)
                                                         // options.cpus_per_trial)),
         max_failures=options.max_failures, full_table=options.verbose,
-        callbacks=[tracker.callback(), StopTune(stop), StorageGuard(stop, storage, STORAGE_FULL)])
+        callbacks=[tracker.callback(costs), StopTune(stop),
+                   StorageGuard(stop, storage, STORAGE_FULL)])
     logger = settings.callbacks[0]
     started = time.monotonic()
     space = tn.grid_param_space(prepared.trials)
@@ -339,6 +366,7 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
         correctness = correctness_from_mlflow(logger.client, lambda t: logger.run_id_of(t.run_id))
     print(summary.format_summary(trials, retuned, prepared.targets, tracker.describe(), wall,
                                  correctness))
+    print_costs(tracker, options)
     failed = [o for o in outcomes(trials) if o.chosen.failed]
     if pending == 0:
         write_report_files(prepared.name, tracker, options.report_dir)
@@ -369,3 +397,16 @@ def write_report_files(name: str, tracker: Any, out_dir: str | None) -> None:
               f"with python -m orchestrator.results.report --experiment {name}")
         return
     print(f"report (Table 1, Figure 2, learning curves): {files.out_dir}/")
+
+
+def print_costs(tracker: Any, options: SweepOptions) -> None:
+    """The sweep's bill (orchestrator.costs.totals) on stdout and on the parent run."""
+    from orchestrator.costs.totals import format_sweep_cost
+    from search_spaces.lr_retune import NUM_SAMPLES
+    samples = None if options.no_retune else (options.retune_samples or NUM_SAMPLES)
+    cost = tracker.sweep_cost(samples)
+    if cost is None:  # the store is unreachable: the trials' costs wait in the outbox
+        print("\ncost: not totalled (the tracking store did not answer); the trials' costs are "
+              "in their MLflow runs once the outbox is written")
+        return
+    print("\n" + format_sweep_cost(cost))

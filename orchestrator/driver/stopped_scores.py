@@ -74,14 +74,14 @@ def score_stopped_trials(results: Any, settings: Any, logger: Any,
     if not todo:
         return scores
     print(f"scoring the test split of {len(todo)} trial(s) stopped early, from their checkpoints")
-    task = ray.remote(_score).options(num_cpus=settings.cpus_per_trial,
-                                      num_gpus=settings.gpus_per_trial, max_retries=1)
+    task = ray.remote(_score)
     pending: dict[Any, str] = {}
     queue = list(todo)
     while queue or pending:
         while queue and len(pending) < settings.max_concurrent:
             trial_id, config, checkpoint = queue.pop(0)
-            pending[task.remote(config, checkpoint, scorer)] = trial_id
+            pending[_on_trial_resources(task, settings, config).remote(
+                config, checkpoint, scorer)] = trial_id
         done, _ = ray.wait(list(pending), num_returns=1)
         trial_id = pending.pop(done[0])
         try:
@@ -93,6 +93,14 @@ def score_stopped_trials(results: Any, settings: Any, logger: Any,
         logger.log_test_score(trial_id, metrics, predictions)
         scores[trial_id] = metrics
     return scores
+
+
+def _on_trial_resources(task: Any, settings: Any, config: dict[str, Any]) -> Any:
+    """The task with the resources its trial held (its GPU share and node type under
+    --gpus-per-trial auto: TunerSettings.request)."""
+    request = settings.request(config)
+    cpus, gpus = request.pop("CPU"), request.pop("GPU", 0.0)
+    return task.options(num_cpus=cpus, num_gpus=gpus, resources=request, max_retries=1)
 
 
 def with_scores(trials: list[Any], scores: dict[str, dict[str, Any]]) -> list[Any]:

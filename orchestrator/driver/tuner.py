@@ -124,6 +124,9 @@ class TunerSettings:
     """CPUs reserved per trial."""
     gpus_per_trial: float = 0.0
     """GPUs per trial; fractional values pack several small trials on one GPU."""
+    resources: Callable[[dict[str, Any]], Any] | None = None
+    """Per-trial resources (orchestrator.placement.resources.TrialResources: each cell's GPU share and
+    node type); None: cpus_per_trial / gpus_per_trial for every trial."""
     max_concurrent: int = 2
     """At most this many trials at once (default: the machine's CPU count)."""
     max_failures: int = 2
@@ -144,6 +147,13 @@ class TunerSettings:
             raise ValueError(f"gpus_per_trial above 1 must be whole, got {self.gpus_per_trial}")
         if self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {self.max_concurrent}")
+
+    def request(self, config: dict[str, Any]) -> dict[str, float]:
+        """The Ray resources one trial of ``config`` holds ({"CPU", "GPU", custom...}): what a
+        task doing that trial's work (scoring a stopped trial) must ask for too."""
+        if self.resources is not None and hasattr(self.resources, "request"):
+            return dict(self.resources.request(config))
+        return {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
 
 
 def reporter(full_table: bool = False) -> ProgressReporter:
@@ -167,6 +177,8 @@ def run_config(name: str, settings: TunerSettings) -> RunConfig:
 
 
 def with_resources(trainable: Callable, settings: TunerSettings) -> Any:
+    if settings.resources is not None:
+        return tune.with_resources(trainable, settings.resources)
     return tune.with_resources(trainable, {"cpu": settings.cpus_per_trial,
                                            "gpu": settings.gpus_per_trial})
 

@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from orchestrator.costs.trial import CostBook, bundle_resources, mean
 from orchestrator.results.model import TrialResult, status_of
 from orchestrator.tracking.outbox import PENDING_PREFIX, TrackingOutbox, is_outage
 from trainables.cell import Cell, parse_cell_id
@@ -39,6 +40,7 @@ TAG_STATUS = "status"  # running | finished | stopped | diverged | error | inter
 TAG_RETUNE_OF = "retune_of"
 TAG_REPLACED_BY = "replaced_by"
 TAG_TEST_FROM = "test_scored_from"  # "checkpoint": a stopped trial scored after the phase
+TAG_NODE_TYPE = "node_type"  # where the trial was placed (orchestrator.placement), when known
 
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
 EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "val_gold_nll", "val_choice_nll", "lr",
@@ -172,6 +174,7 @@ class _TrialRun:
     ended: bool = False  # its final status was written (or queued in the outbox)
     diverged: bool = False
     started: float = field(default_factory=time.monotonic)
+    samples_per_s: list[float] = field(default_factory=list)  # each epoch's training throughput
 
 
 class TrialRunLogger(Callback):
@@ -183,13 +186,14 @@ class TrialRunLogger(Callback):
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                 space_name: str, outbox: TrackingOutbox) -> None:
+                 space_name: str, outbox: TrackingOutbox, costs: CostBook | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.space_name = space_name
         self._outbox: TrackingOutbox | None = outbox
         self.outbox_dir = outbox.dir  # an unpickled copy (a Tune restore) reopens the same one
+        self.costs = costs or CostBook({}, {}, {})
         self._runs: dict[str, _TrialRun] = {}  # trial_id -> run
         self._existing: dict[tuple[str, str], Any] | None = None  # (trial_id, cell) -> Run
         self._existing_known = False  # False: the store did not answer; search before creating
@@ -240,6 +244,8 @@ class TrialRunLogger(Callback):
             return  # already logged: a resumed trial repeating epochs, or the final result again
         run.last_epoch = epoch
         run.diverged |= bool(result.get("diverged", False))
+        if result.get("samples_per_s") is not None:
+            run.samples_per_s.append(float(result["samples_per_s"]))
         metrics = {"epoch": float(epoch), **result_metrics(result)}
         self.outbox.log_batch(run.run_id, metrics, step=epoch)
 
@@ -330,8 +336,13 @@ class TrialRunLogger(Callback):
                  "retuned": float(bool(trial.config.get("retune_of")))}
         if run.last_epoch >= 0:
             final["stopped_at_epoch"] = float(run.last_epoch)
-        self.outbox.log_batch(run.run_id, final, step=max(run.last_epoch, 0),
-                              tags={TAG_STATUS: status})
+        tags = {TAG_STATUS: status}
+        cost = self.costs.trial_cost(run.cell, bundle_resources(trial), float(wall),
+                                     mean(run.samples_per_s) or last.get("samples_per_s"))
+        final.update(cost.metrics())
+        if cost.node_type:
+            tags[TAG_NODE_TYPE] = cost.node_type
+        self.outbox.log_batch(run.run_id, final, step=max(run.last_epoch, 0), tags=tags)
         self._log_checkpoint(run.run_id, trial)
         self.outbox.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
         run.ended = True

@@ -24,12 +24,14 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
+from orchestrator.costs.totals import SweepCost, runs_from_mlflow, sweep_cost
+from orchestrator.costs.trial import CostBook
 from orchestrator.driver.names import under
 from orchestrator.tracking.mlflow_runs import (
     TAG_PARENT,
@@ -47,7 +49,7 @@ from trainables.excerpt import one_line
 VIEW_KEY = "sweep"
 VIEW_METRICS = ("trainable_fraction", "fraction_of_baseline", "trainable_params", "lora_params",
                 "best_val_acc", "test_acc", "best_epoch", "stopped_at_epoch", "diverged",
-                "retuned", "wall_time_s")
+                "retuned", "wall_time_s", "gpu_seconds", "cpu_seconds", "cost_usd")
 VIEW_PARAMS = ("method", "sublayer", "rank", "llm", "benchmark", "lr", "epochs")
 PACKAGES = ("torch", "ray", "transformers", "peft", "mlflow", "optuna")
 REACH_TIMEOUT_S = 5
@@ -269,13 +271,30 @@ class SweepTracker:
             self._outbox = TrackingOutbox(self.client, self.outbox_dir)
         return self._outbox
 
-    def callback(self) -> TrialRunLogger:
-        """The driver-side Tune callback that logs one nested child run per trial."""
+    def callback(self, costs: CostBook | None = None) -> TrialRunLogger:
+        """The driver-side Tune callback that logs one nested child run per trial (with its
+        cost, priced by ``costs``: orchestrator.costs.trial)."""
         if self.parent_run_id is None:
             raise TrackingError("SweepTracker.start() must run before callback()")
         self._logger = TrialRunLogger(self.tracking_uri, self.experiment_id, self.parent_run_id,
-                                      self.space_name, self.outbox)
+                                      self.space_name, self.outbox, costs)
         return self._logger
+
+    def sweep_cost(self, retune_samples: int | None) -> SweepCost | None:
+        """Totals and savings over every child run of this sweep (also those of earlier
+        attempts of a resumed sweep), logged as metrics of the parent run. None while the
+        store is unreachable: the trials' costs are then still in the outbox, not in MLflow."""
+        try:
+            if not self.outbox.flush():
+                return None
+            runs = runs_from_mlflow(self.client, self.experiment_id, self.parent_run_id)
+        except Exception as err:
+            if is_outage(err):
+                return None
+            raise
+        cost = sweep_cost(runs, retune_samples)
+        self.outbox.log_batch(self.parent_run_id, cost.metrics())
+        return cost
 
     def mark_replaced(self, cell: str, original_trial_id: str,
                       replacement_trial_id: str | None) -> None:

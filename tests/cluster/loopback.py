@@ -214,13 +214,18 @@ class PlainCluster:
              f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"],
             timeout=120, env=fast_health_checks)
 
-    def add_worker(self, ip: str, base_port: int, num_cpus: int = 1, hide: Path | None = None) -> None:
+    def add_worker(self, ip: str, base_port: int, num_cpus: int = 1, hide: Path | None = None,
+                   num_gpus: int = 0, resources: dict[str, float] | None = None) -> None:
         """Start a worker node; with `hide`, the node (its own mount namespace) sees an empty
-        tmpfs at that directory: a node that cannot reach the storage the others share."""
+        tmpfs at that directory: a node that cannot reach the storage the others share.
+        `num_gpus` / `resources` make it advertise GPUs it does not have (Ray accounts them
+        like real ones; trials that get them find no CUDA device and run on CPU)."""
         ports = NodePorts(base_port)
         argv = [str(VENV_BIN / "ray"), "start", f"--address={self.address}", f"--node-ip-address={ip}",
-                *ports.flags(), f"--num-cpus={num_cpus}", f"--object-store-memory={self.object_store_bytes}",
-                "--disable-usage-stats"]
+                *ports.flags(), f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
+                f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"]
+        if resources:
+            argv.append(f"--resources={json.dumps(resources)}")
         if hide is not None:
             argv = ["unshare", "--mount", "--propagation", "private", "bash", "-c",
                     f'mount -t tmpfs tmpfs "{hide}" && exec "$@"', "hide", *argv]

@@ -27,6 +27,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict:
     proc = run_flow(FLOW, tmp / "work", out, *phases, timeout=TIMEOUT_S)
     assert out.exists(), f"flow failed:\n{proc.stderr[-8000:]}"
     data = json.loads(out.read_text())
+    print("flow seconds:", {k: v for k, v in data.items() if k.endswith("_s")})  # pytest -s shows it
     assert proc.returncode == 0, f"flow failed:\n{proc.stderr[-8000:]}\n{data.get('sweep_log', '')}"
     return data
 
@@ -75,3 +76,34 @@ def test_storage_a_node_cannot_reach_is_named_before_training(seen: dict) -> Non
     assert "is not shared by every node of the Ray cluster" in error
     assert f"({UNSHARED}): FileNotFoundError" in error, error
     assert VICTIM not in error and SURVIVOR not in error, error
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_trials_run_where_their_planned_gpu_memory_fits(seen: dict) -> None:
+    """Placement by declared resources, judged from Ray's own view: the node Tune says a trial
+    ran on, and the resources Ray says the trial held (not from the planner's intent)."""
+    assert seen["placement_rc"] == 0, seen["placement_log"]
+    trials, held = seen["placement_trials"], seen["placement_held"]
+    assert len(trials) == 4 and len(held) == 4, (trials, held)
+    for name, trial in trials.items():
+        assert len(trial["node_ips"]) == 1, (name, trial)  # one node for the whole trial
+    ran_on = {}
+    for trial in held:
+        node, resources = trial["node_ip"], trial["resources"]
+        gpu = seen["gpu_of"][node]
+        assert resources[f"accelerator_type:{gpu}"] > 0 and 0 < resources["GPU"] <= 1, trial
+        assert not any(k.startswith("accelerator_type:") and k != f"accelerator_type:{gpu}"
+                       for k in resources), trial
+        ran_on[trial["cell"]] = node
+    assert sorted(ip for t in trials.values() for ip in t["node_ips"]) == sorted(ran_on.values())
+    # Vicuna-7B's trials plan more memory than a 24 GB A10G holds: all on the 80 GB node; the
+    # small node still got work (the Flan-T5-XL Q-Former LoRA trial fits both).
+    assert all(ran_on[c] == SURVIVOR for c in ran_on if "|vicuna-7b|" in c), ran_on
+    assert VICTIM in ran_on.values(), ran_on
+    runs = seen["placement_runs"]
+    assert len(runs) == 4 and all(r["node_type"] in ("small", "big") for r in runs), runs
+    for run in runs:
+        assert run["gpu_seconds"] == pytest.approx(run["gpu_share"] * run["wall_time_s"])
+        price = {"small": 1.0, "big": 4.0}[run["node_type"]]
+        assert run["cost_usd"] == pytest.approx(run["gpu_seconds"] * price / 3600)

@@ -8,7 +8,9 @@ so tests know the answer. One cell diverges at its default lr (qformer_lora/ffn 
 recovers below it, which exercises the retune phase. FAKE_TRIAL_SLEEP_S slows epochs down;
 FAKE_TRIAL_LOG (a file) gets one line per trial start and per trial end, so tests can tell
 whether a finished trial ran again; FAKE_TRIAL_FAIL_ONCE (a directory) makes every trial raise
-once at epoch 2 (a marker file per cell remembers it), to exercise Tune's retries.
+once at epoch 2 (a marker file per cell remembers it), to exercise Tune's retries;
+FAKE_TRIAL_PLACEMENT_DIR (a directory) gets one JSON file per trial start with Ray's own view of
+where it runs: the node's IP and the resources Ray assigned it (placement tests).
 A finished trial's last checkpoint holds a predictions.parquet, as the loop's does;
 ``fake_trial.score_stopped`` scores a stopped one from its checkpoint the way
 trainables.rescore does for a real trial (orchestrator.driver.stopped_scores uses it).
@@ -113,6 +115,7 @@ def fake_trial(config: dict[str, Any]) -> None:
             return
         start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
     log(f"start {cfg.cell_id} epoch={start}")
+    record_placement(cfg)
     for epoch in range(start, cfg.epochs + 1):
         time.sleep(sleep)
         if diverges(cfg) and epoch >= 2:
@@ -167,6 +170,17 @@ def score_stopped(config: dict[str, Any], checkpoint_dir: Path, out_dir: Path,
 
 
 fake_trial.score_stopped = score_stopped
+
+
+def record_placement(cfg: TrialConfig) -> None:
+    """FAKE_TRIAL_PLACEMENT_DIR/<cell>.json: the node and resources Ray says this trial holds."""
+    where = os.environ.get("FAKE_TRIAL_PLACEMENT_DIR")
+    if where:
+        import ray
+        seen = {"cell": cfg.cell_id, "node_ip": ray.util.get_node_ip_address(),
+                "resources": ray.get_runtime_context().get_assigned_resources()}
+        name = cfg.cell_id.replace("|", "_").replace("/", "_")
+        Path(where, f"{name}-{os.getpid()}-{time.monotonic_ns()}.json").write_text(json.dumps(seen))
 
 
 def log(line: str) -> None:

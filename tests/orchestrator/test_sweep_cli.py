@@ -101,8 +101,14 @@ def test_gpus_per_trial_without_a_gpu(tmp_path, capsys):
 
 
 def test_a_real_preset_without_gpus_or_cpu_request_is_refused_before_ray(tmp_path, capsys):
-    err = fails(["--space", "smoke", "--llm", "flan-t5-xl=flan-t5-xl", "--random-weights",
-                 "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    real = ["--space", "smoke", "--llm", "flan-t5-xl=flan-t5-xl", "--random-weights",
+            "--storage", str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    err = fails(real, capsys)  # --gpus-per-trial auto: this machine is the only node type
+    assert "fit on no node type's GPU; no node type has a GPU" in err and "--cpu" in err
+    err = fails([*real, "--gpus-per-trial", "0"], capsys)
     assert "flan-t5-xl would run on CPU with --gpus-per-trial 0" in err and "--cpu" in err
     assert not (tmp_path / "rr").exists() and not (tmp_path / "m.db").exists()  # nothing written
     assert "--cpu contradicts" in fails(["--space", "smoke", "--cpu", "--gpus-per-trial", "1"], capsys)
@@ -190,7 +196,8 @@ def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
     space.write_text("methods: [baseline, {method: qformer_lora, sublayers: [ffn]}]\n"
                      "ranks: [1, 2, 4]\nllms: [flan-t5-xl]\nbenchmarks: [scienceqa, iconqa]\n"
                      "epochs: 3\n")
-    proc = run_cli(["--space", str(space), "--retune-samples", "3", "--seed", "1"], tmp_path)
+    proc = run_cli(["--space", str(space), "--retune-samples", "3", "--seed", "1",
+                    "--price", "local=0.4"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     print(out[out.index("sweep summary"):])
@@ -218,6 +225,22 @@ def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
         val = {r.info.run_id: r.data.metrics.get("best_val_acc", -1.0) for r in runs
                if r.data.tags.get("retune_of") == cell}
         assert len(val) == 3 and val[replaced[cell]] == max(val.values()) > 0.1
+    # What it cost (CPU-only: this machine at $0.40/h): every child run, the parent's totals
+    # and ASHA's saving, the same numbers the end-of-sweep summary prints.
+    for r in runs:
+        m = r.data.metrics
+        assert m["gpu_seconds"] == 0 and m["cpu_seconds"] == pytest.approx(m["wall_time_s"])
+        assert m["cost_usd"] == pytest.approx(m["cpu_seconds"] * 0.4 / os.cpu_count() / 3600)
+        assert m["train_samples_per_s"] > 0 and r.data.tags["node_type"] == "local"
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"]).data.metrics
+    assert parent["total_cpu_seconds"] == pytest.approx(sum(r.data.metrics["cpu_seconds"]
+                                                            for r in runs))
+    not_run = sum(3 - int(r.data.metrics["stopped_at_epoch"]) for r in runs
+                  if r.data.tags["status"] == "stopped")
+    assert parent["asha_trial_epochs_not_run"] == not_run >= 2  # the planted cells at least
+    assert f"  14 trials: 0.0 GPU-s, {parent['total_cpu_seconds']:,.1f} CPU-s" in out
+    assert f"saved by ASHA (upper bound): {not_run} trial-epochs not run" in out
+    assert "saved by retuning only the starred cells (6 retune trials ran)" in out
 
 
 @pytest.mark.integration
@@ -252,3 +275,31 @@ def test_a_yaml_space_over_adapters_runs_on_the_embedded_default(tmp_path):
     # DoRA trains one magnitude per adapted Linear on top of the same LoRA matrices.
     extra = dora.data.metrics["trainable_params"] - lora.data.metrics["trainable_params"]
     assert extra == dora.data.metrics["lora_params"] - lora.data.metrics["lora_params"] > 0
+
+
+SMALL_GPU_CLUSTER = """\
+cluster_name: small
+provider: {type: aws, region: us-west-2}
+available_node_types:
+  head: {resources: {CPU: 0}, node_config: {InstanceType: m5.2xlarge}}
+  gpu_a10g:
+    resources: {CPU: 8, GPU: 1, "accelerator_type:A10G": 1}
+    node_config: {InstanceType: g5.2xlarge}
+    max_workers: 4
+head_node_type: head
+"""
+
+
+def test_a_trial_no_gpu_can_hold_is_refused_before_anything_starts(tmp_path, capsys):
+    """Vicuna-7B with fp32 weights (31.7 GB of them) fits no 24 GB A10G, checkpointing or not."""
+    space, cluster = tmp_path / "s.yaml", tmp_path / "cluster.yaml"
+    space.write_text("methods: [baseline, qformer_lora]\nranks: [1]\nllms: [vicuna-7b]\n"
+                     "benchmarks: [scienceqa]\n")
+    cluster.write_text(SMALL_GPU_CLUSTER)
+    err = fails(["--space", str(space), "--llm", "vicuna-7b=vicuna-7b", "--weight-dtype", "fp32",
+                 "--cluster-config", str(cluster), "--address", "auto", "--storage",
+                 str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
+    assert "5 trial(s) fit on no node type's GPU; the largest GPU is A10G (22.2 GiB, 21.1 GiB usable" in err
+    assert "scienceqa|vicuna-7b|baseline/none|r0: planned peak" in err
+    assert "Nothing was started" in err
+    assert not (tmp_path / "rr").exists() and not (tmp_path / "m.db").exists()

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from orchestrator.costs.trial import CostBook
+from orchestrator.placement.node_types import NodeType
 from orchestrator.tracking.mlflow_runs import resolve_config, result_metrics
 from orchestrator.tracking.tracker import SweepTracker, TrackingError, resolve_tracking_uri
 from trainables.defaults import default_lr, recipe_for
@@ -249,10 +251,26 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     t = tracker(tmp_path)
     t.preflight()
     t.start()
-    run_fake_sweep(configs, t.callback(), tmp_path / "ray")
+    local = NodeType("local", None, gpus=0, cpus=4, max_nodes=1, usd_per_hour={"on_demand": 0.4},
+                     pinned=False)
+    run_fake_sweep(configs, t.callback(CostBook({"local": local}, {}, {}, "local")), tmp_path / "ray")
+    bill = t.sweep_cost(retune_samples=None)
     t.finish("FINISHED")
     runs = {r.data.tags["cell_id"]: r for r in children(t.client, t)}
     assert len(runs) == 4
+    # what each trial cost: 1 CPU reserved (Tune's default) x its wall time, priced per CPU
+    for r in runs.values():
+        m = r.data.metrics
+        assert m["cpu_seconds"] == pytest.approx(m["wall_time_s"]) and m["gpu_seconds"] == 0
+        assert m["cost_usd"] == pytest.approx(m["cpu_seconds"] * 0.4 / 4 / 3600)
+        assert "mfu" not in m and r.data.tags["node_type"] == "local"
+    # the parent run carries the totals and what stopping a trial at epoch 2 of 4 saved
+    parent = t.client.get_run(t.parent_run_id).data.metrics
+    stopped_run = runs["synth-scienceqa|tiny-t5|qformer_lora/ffn|r4"].data.metrics
+    assert parent["total_cpu_seconds"] == pytest.approx(
+        sum(r.data.metrics["cpu_seconds"] for r in runs.values()))
+    assert parent["asha_trial_epochs_not_run"] == 2 == bill.asha_epochs_not_run
+    assert parent["asha_saved_cost_usd"] == pytest.approx(stopped_run["cost_usd"])
     full = runs["synth-scienceqa|tiny-t5|llm_lora/all|r2"]
     recipe = recipe_for("tiny-t5")
     assert full.data.params == {"method": "llm_lora", "sublayer": "all", "rank": "2",
@@ -267,6 +285,8 @@ def test_tune_run_logs_one_child_run_per_trial(tmp_path, ray_local):
     m = full.data.metrics
     assert m["test_acc"] == pytest.approx(expected_val_acc(configs[1], 4) - 0.01)
     assert m["trainable_fraction"] == pytest.approx(0.0102) and m["lora_params"] == 20
+    speeds = [h.value for h in t.client.get_metric_history(full.info.run_id, "samples_per_s")]
+    assert len(speeds) == 4 and m["train_samples_per_s"] == pytest.approx(sum(speeds) / 4)
     assert (m["best_epoch"], m["stopped_at_epoch"], m["diverged"], m["retuned"]) == (4, 4, 0, 0)
     assert "pid" not in m and not any(k.startswith("config") for k in m)
     history = t.client.get_metric_history(full.info.run_id, "val_acc")

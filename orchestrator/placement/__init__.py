@@ -1,0 +1,1 @@
+"""Where each trial runs: GPU types, node types and prices, memory-aware packing, Ray resources."""
