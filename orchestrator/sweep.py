@@ -174,7 +174,8 @@ def gpus_option(value: str) -> str | float:
         gpus = float(value)
     except ValueError:
         gpus = -1.0
-    if not 0 <= gpus < math.inf or (gpus > 1 and gpus != int(gpus)):
+    # inf / nan parse: SweepOptions refuses them in one line, as it does --cpus-per-trial's
+    if gpus < 0 or (1 < gpus < math.inf and gpus != int(gpus)):
         raise argparse.ArgumentTypeError(f"expected 'auto', a fraction in [0, 1] or a whole number of "
                                          f"GPUs, got {value!r}")
     return gpus
