@@ -297,6 +297,7 @@ def test_a_trial_no_gpu_can_hold_is_refused_before_anything_starts(tmp_path, cap
                      "benchmarks: [scienceqa]\n")
     cluster.write_text(SMALL_GPU_CLUSTER)
     err = fails(["--space", str(space), "--llm", "vicuna-7b=vicuna-7b", "--weight-dtype", "fp32",
+                 "--random-weights",
                  "--cluster-config", str(cluster), "--address", "auto", "--storage",
                  str(tmp_path / "rr"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)
     assert "5 trial(s) fit on no node type's GPU; the largest GPU is A10G (22.2 GiB, 21.1 GiB usable" in err
