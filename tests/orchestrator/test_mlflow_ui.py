@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 from _mlflow_server import REPO, SMOKE_CELLS, mlflow_server, rest, run_smoke_sweep
 
+from orchestrator.tracking.mlflow_runs import run_name
 from orchestrator.tracking.tracker import runs_view_url
+from trainables.cell import parse_cell_id
 
 pytestmark = pytest.mark.integration
 
+RUN_NAMES = [run_name({"seed": 0}, parse_cell_id(cell)) for cell in SMOKE_CELLS]
+"""What the runs page shows for the smoke cells: their MLflow run names (what differs first)."""
 SCREENSHOT = REPO / "test-artifacts" / "mlflow_ui_runs.png"
 
 
@@ -57,12 +61,12 @@ def test_experiment_page_lists_the_trials_with_trainable_fraction(tmp_path):
         for attempt in range(3):  # a loaded machine may need longer than one budget
             text = visible_text(browse(browser, url, tmp_path / f"profile{attempt}",
                                        "--dump-dom").stdout)
-            if all(cell in text for cell in SMOKE_CELLS) and "trainable_fraction" in text:
+            if all(name in text for name in RUN_NAMES) and "trainable_fraction" in text:
                 break
         SCREENSHOT.parent.mkdir(exist_ok=True)
         SCREENSHOT.unlink(missing_ok=True)
         browse(browser, url, tmp_path / "profile-shot", f"--screenshot={SCREENSHOT}")
-    missing = [cell for cell in SMOKE_CELLS if cell not in text]
+    missing = [name for name in RUN_NAMES if name not in text]
     assert not missing, f"trial runs not on the page: {missing}\n{text[:2000]}"
     assert "trainable_fraction" in text and "best_val_acc" in text
     assert f"{len(SMOKE_CELLS)} matching runs" in text  # the trials only, no parent row
