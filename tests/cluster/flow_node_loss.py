@@ -69,6 +69,7 @@ def placement_phase(cluster: PlainCluster, shared: Path) -> dict:
     sweep = [str(VENV_BIN / "python"), "-m", "orchestrator.sweep", "--space",
              str(shared / "placement_space.yaml"), "--name", "sweep-placement",
              "--llm", "flan-t5-xl=flan-t5-xl", "--llm", "vicuna-7b=vicuna-7b",
+             "--random-weights",  # the fake trainable loads nothing: no HF-cache preflight
              "--trainable", "tests.orchestrator.fake_trainable:fake_trial",
              "--cluster-config", str(shared / "placement_cluster.yaml"),
              "--address", cluster.address, "--storage", str(shared / "ray_results"),
