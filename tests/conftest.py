@@ -3,6 +3,8 @@ the real data sample beside the checkout."""
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,20 @@ def make_batch(bundle, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Te
 def tiny_batch():
     """Factory fixture: ``tiny_batch(bundle, batch_size=2)`` -> model inputs with labels."""
     return make_batch
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_ray_or_sigint_handler():
+    """The suite runs in one process: a test that starts Ray in-process (a driver run, Tune) and
+    does not shut it down makes the next test's ray.init fail ("called ray.init twice"), and
+    Tune leaves its own SIGINT handler installed. Both are put back after each test; a Ray a
+    module-scoped fixture started before the test is left to that fixture."""
+    handler = signal.getsignal(signal.SIGINT)
+    ray = sys.modules.get("ray")
+    ray_before = bool(ray and ray.is_initialized())
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and not ray_before:
+        ray.shutdown()
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
