@@ -99,7 +99,8 @@ def test_cli_prints_the_table_in_seconds(capsys):
     assert elapsed < 30
     lines = capsys.readouterr().out.splitlines()
     took = re.fullmatch(r"\(33 cells in (\d+\.\d\d) s\)", lines[-1])
-    assert took and 0 < float(took.group(1)) <= elapsed
+    # The CLI prints its own time rounded to 0.01 s, so it may read up to 0.005 s above ours.
+    assert took and 0 < float(took.group(1)) <= elapsed + 0.005
     rows = [line for line in lines if line.startswith(("baseline", "llm_lora", "qformer_lora", "both_lora"))]
     assert len(rows) == 33
     assert any(line.startswith("qformer_lora all") and "265,728" in line for line in rows)
