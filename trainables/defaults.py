@@ -6,6 +6,7 @@ runs on a 2-core laptop in minutes; what they change, and why, is stated here an
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from trainables.methods import method_spec
@@ -191,16 +192,56 @@ RUNG_METRICS: dict[str, str] = {"best_val_acc": "max", "val_choice_nll": "min",
 
 
 @dataclass(frozen=True)
-class AshaDefaults:
-    """Default ASHA settings of a recipe (orchestrator.driver.schedulers.AshaSettings)."""
+class AshaSettings:
+    """Everything that decides ASHA's stops: a recipe's defaults (TINY_ASHA, PAPER_ASHA, with
+    the recipe's epoch budget as max_t) and what a sweep runs (orchestrator.driver.schedulers
+    builds it from the defaults, its epoch budget and the command line). One value object, so
+    that --resume compares exactly what decides (its saved state holds ``asdict`` of it) and the
+    dry run's cost estimate reads the same rungs the scheduler uses."""
 
+    max_t: int
+    """Epoch budget: the last epoch a trial can reach."""
     grace_period: int
     """Epoch of the first stop decision."""
-    reduction_factor: int
+    reduction_factor: float
     """Keep the top 1/reduction_factor at each rung; rungs at grace * rf**k below the budget."""
-    metric: str
-    """Rung metric: best_val_acc (max), val_choice_nll or val_gold_nll (min)."""
     brackets: int = 1
+    """Brackets; bracket b starts its rungs at grace * rf**b (Ray's AsyncHyperBand)."""
+    metric: str = "best_val_acc"
+    """Rung metric (RUNG_METRICS): best_val_acc (max), val_choice_nll or val_gold_nll (min)."""
+
+    def __post_init__(self) -> None:
+        if self.max_t < 1:
+            raise ValueError(f"epoch budget must be >= 1, got {self.max_t}")
+        if not 1 <= self.grace_period <= self.max_t:
+            raise ValueError(f"grace_period must be in [1, max_t={self.max_t}], got {self.grace_period}")
+        if self.reduction_factor <= 1:
+            raise ValueError(f"reduction_factor must be > 1, got {self.reduction_factor}")
+        if self.metric not in RUNG_METRICS:
+            raise ValueError(f"unknown rung metric {self.metric!r}; allowed: {', '.join(RUNG_METRICS)}")
+        if not 1 <= self.brackets <= max(1, len(self.milestones(0))):
+            raise ValueError(f"brackets must be in [1, {max(1, len(self.milestones(0)))}] for "
+                             f"{self.describe()}, got {self.brackets}")
+
+    @property
+    def mode(self) -> str:
+        return RUNG_METRICS[self.metric]
+
+    def milestones(self, bracket: int) -> list[int]:
+        """Rung epochs of a bracket, ascending (Ray's AsyncHyperBand formula)."""
+        n = int(math.log(self.max_t / self.grace_period) / math.log(self.reduction_factor) - bracket + 1)
+        return [int(self.grace_period * self.reduction_factor ** (k + bracket)) for k in range(n)]
+
+    def bracket_weights(self) -> list[float]:
+        """Probability of a trial landing in each bracket: Ray's rule, exp(rungs_b - rungs_0),
+        normalised (orchestrator.driver.schedulers.GroupedASHA draws with these weights)."""
+        rungs = [len(self.milestones(b)) for b in range(self.brackets)]
+        weights = [math.exp(r - rungs[0]) for r in rungs]
+        return [w / sum(weights) for w in weights]
+
+    def describe(self) -> str:
+        return (f"grace {self.grace_period}, rf {self.reduction_factor:g}, brackets "
+                f"{self.brackets}, metric {self.metric}, max_t {self.max_t}")
 
 
 # Chosen by replaying recorded FIFO learning curves (orchestrator.driver.scheduler_replay on
@@ -230,16 +271,16 @@ class AshaDefaults:
 # Caveat: recorded at commit 270103f, before the pretrained tiny base (#13, c6de906) and the
 # loop's seeded epoch order (e2efb02), on one complete group (the other groups were not
 # finished in the time the shared machine allowed); re-record and replay when the base changes.
-TINY_ASHA = AshaDefaults(grace_period=2, reduction_factor=4, metric="val_gold_nll")
+TINY_ASHA = AshaSettings(max_t=TINY.epochs, grace_period=2, reduction_factor=4, metric="val_gold_nll")
 # The paper's recipe (15 epochs): no real-size curves exist to replay (no GPU), so the first
 # rung is the paper's own earliest stop, epoch 8 ("never before the half-way point"), keeping
 # the better half by the gold answer's validation NLL (the tiny evidence: NLL separates the late
 # learners accuracy cannot); rungs at 1 and 4 (the old default) judged trials before the paper
 # itself would. Replay real FIFO curves to tighten it.
-PAPER_ASHA = AshaDefaults(grace_period=8, reduction_factor=2, metric="val_gold_nll")
+PAPER_ASHA = AshaSettings(max_t=PAPER_T5.epochs, grace_period=8, reduction_factor=2, metric="val_gold_nll")
 
 
-def asha_defaults(preset: str) -> AshaDefaults:
+def asha_defaults(preset: str) -> AshaSettings:
     """The ASHA defaults of a model preset's recipe."""
     return TINY_ASHA if recipe_for(preset) is TINY else PAPER_ASHA
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
@@ -42,6 +42,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from orchestrator.driver import scheduler_state
 from orchestrator.driver.spaces import group_of
 from trainables import defaults
+from trainables.defaults import AshaSettings
 
 SCORE = "rung_score"
 """What each group's ASHA compares: the running best of the rung metric with the tie-break."""
@@ -56,52 +57,16 @@ RUNG_METRICS = defaults.RUNG_METRICS
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class AshaSettings:
-    """Everything that decides ASHA's stops (what --resume must find unchanged)."""
-
-    max_t: int
-    grace_period: int
-    reduction_factor: float
-    brackets: int = 1
-    metric: str = METRIC
-
-    def __post_init__(self) -> None:
-        if self.max_t < 1:
-            raise ValueError(f"epoch budget must be >= 1, got {self.max_t}")
-        if not 1 <= self.grace_period <= self.max_t:
-            raise ValueError(f"grace_period must be in [1, max_t={self.max_t}], got {self.grace_period}")
-        if self.reduction_factor <= 1:
-            raise ValueError(f"reduction_factor must be > 1, got {self.reduction_factor}")
-        if self.metric not in RUNG_METRICS:
-            raise ValueError(f"unknown rung metric {self.metric!r}; allowed: {', '.join(RUNG_METRICS)}")
-        if not 1 <= self.brackets <= max(1, len(self.milestones(0))):
-            raise ValueError(f"brackets must be in [1, {max(1, len(self.milestones(0)))}] for "
-                             f"{self.describe()}, got {self.brackets}")
-
-    @property
-    def mode(self) -> str:
-        return RUNG_METRICS[self.metric]
-
-    def milestones(self, bracket: int) -> list[int]:
-        """Rung epochs of a bracket, ascending (Ray's AsyncHyperBand formula)."""
-        n = int(math.log(self.max_t / self.grace_period) / math.log(self.reduction_factor) - bracket + 1)
-        return [int(self.grace_period * self.reduction_factor ** (k + bracket)) for k in range(n)]
-
-    def describe(self) -> str:
-        return (f"grace {self.grace_period}, rf {self.reduction_factor:g}, brackets "
-                f"{self.brackets}, metric {self.metric}, max_t {self.max_t}")
-
-
 def asha_settings(epochs: int, preset: str, *, grace_period: int | None = None,
                   reduction_factor: float | None = None, brackets: int | None = None,
                   metric: str | None = None) -> AshaSettings:
-    """The preset's recipe defaults (trainables.defaults.asha_defaults), overridden where given;
-    the default grace period is capped at the epoch budget (a 2-epoch smoke sweep)."""
+    """The preset's recipe defaults (trainables.defaults.asha_defaults) at this sweep's epoch
+    budget, overridden where given; the default grace period is capped at the epoch budget (a
+    2-epoch smoke sweep). Validated on construction (ValueError naming the setting)."""
     d = defaults.asha_defaults(preset)
-    return AshaSettings(max_t=epochs, grace_period=grace_period or min(d.grace_period, epochs),
-                        reduction_factor=reduction_factor or d.reduction_factor,
-                        brackets=brackets or d.brackets, metric=metric or d.metric)
+    return replace(d, max_t=epochs, grace_period=grace_period or min(d.grace_period, epochs),
+                   reduction_factor=reduction_factor or d.reduction_factor,
+                   brackets=brackets or d.brackets, metric=metric or d.metric)
 
 
 def trial_key(config: dict[str, Any]) -> str:
@@ -157,11 +122,11 @@ class GroupedASHA(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         group = self.group_scheduler(trial)
         group.on_trial_add(tune_controller, trial)
-        # Replace Ray's draw from numpy's global RNG by one seeded with the trial's cell.
-        brackets = group._brackets
-        weights = [math.exp(len(b._rungs) - len(brackets[0]._rungs)) for b in brackets]
+        # Replace Ray's draw from numpy's global RNG by one seeded with the trial's cell (Ray's
+        # weights): a trial Tune re-adds after an error gets the same bracket again.
         rng = random.Random(self._key_fn(trial.config))
-        group._trial_info[trial.trial_id] = rng.choices(brackets, weights=weights)[0]
+        bracket = rng.choices(group._brackets, weights=self.settings.bracket_weights())[0]
+        group._trial_info[trial.trial_id] = bracket
 
     def scored(self, trial_id: str, result: dict) -> dict:
         """The result plus rung_score (module docstring); unchanged without the metric."""

@@ -78,9 +78,12 @@ def test_final_report_at_max_t_is_not_cut_off():
 
 def test_settings_come_from_the_recipe_unless_overridden():
     tiny, paper = defaults.asha_defaults("tiny-t5"), defaults.asha_defaults("flan-t5-xl")
-    s = asha_settings(8, "tiny-t5")
-    assert (s.grace_period, s.reduction_factor, s.metric) == \
-        (tiny.grace_period, tiny.reduction_factor, tiny.metric)
+    # one value object: the recipe's defaults at the recipe's budget are what the sweep runs
+    assert asha_settings(defaults.TINY.epochs, "tiny-t5") == tiny == defaults.TINY_ASHA
+    assert asha_settings(15, "flan-t5-xl") == paper == defaults.PAPER_ASHA
+    s = asha_settings(6, "tiny-t5")
+    assert (s.max_t, s.grace_period, s.reduction_factor, s.metric) == \
+        (6, tiny.grace_period, tiny.reduction_factor, tiny.metric)
     assert asha_settings(15, "flan-t5-xl").grace_period == paper.grace_period
     assert asha_settings(1, "flan-t5-xl").grace_period == 1  # capped at a 1-epoch budget
     s = asha_settings(8, "tiny-t5", grace_period=2, reduction_factor=3, metric="val_gold_nll")
@@ -321,3 +324,4 @@ def test_error_and_remove_reach_the_trials_group():
     sched.on_trial_remove(None, gone)
     assert set(group._trial_info) == {"kept"}
     assert report(sched, kept, 1, 0.5) == TrialScheduler.CONTINUE
+
