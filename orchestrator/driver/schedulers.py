@@ -158,7 +158,10 @@ class GroupedASHA(FIFOScheduler):
         self._save()
 
     def on_trial_error(self, tune_controller, trial) -> None:
-        # ASHA forgets an errored trial; a retried one is added again by Tune.
+        # Ray 2.60's AsyncHyperBandScheduler does nothing here (FIFOScheduler's no-op): the
+        # trial keeps its bracket and the rung values it recorded, and a trial Tune retries
+        # (max_failures) is re-added through on_trial_add, which draws the same bracket.
+        # Forwarded so that a Ray whose ASHA does act on errors still sees them.
         self.group_scheduler(trial).on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:

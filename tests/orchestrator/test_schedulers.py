@@ -325,3 +325,23 @@ def test_error_and_remove_reach_the_trials_group():
     assert set(group._trial_info) == {"kept"}
     assert report(sched, kept, 1, 0.5) == TrialScheduler.CONTINUE
 
+
+def test_an_errored_trial_keeps_its_bracket_and_rung_values_when_tune_retries_it():
+    """Tune's retry (max_failures) calls on_trial_error, then on_trial_add for the same trial:
+    Ray 2.60's ASHA ignores the error, and the re-add draws the cell's bracket again."""
+    settings = AshaSettings(max_t=16, grace_period=1, reduction_factor=2, brackets=3)
+    sched = GroupedASHA(settings)
+    trials = [FakeTrial(f"x{i}", {"benchmark": "synth-iconqa", "llm": "tiny-t5",
+                                  "method": "llm_lora", "rank": i}) for i in range(6)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    group = sched.group_scheduler(trials[0])
+    before = {t.trial_id: group._trial_info[t.trial_id] for t in trials}
+    for i, t in enumerate(trials):
+        sched.on_trial_result(None, t, {"epoch": 4, "best_val_acc": 0.5 + i / 100})
+    recorded = sched.snapshot()
+    sched.on_trial_error(None, trials[2])
+    sched.on_trial_add(None, trials[2])
+    assert {t.trial_id: group._trial_info[t.trial_id] for t in trials} == before
+    assert sched.snapshot() == recorded
+    assert sum(settings.bracket_weights()) == pytest.approx(1.0)
