@@ -9,7 +9,8 @@ Model (an estimate; the sweep's own accounting, orchestrator.costs.trial, measur
   trials' GPU-seconds over N GPUs (sharing a GPU does not change when its work is done).
   Full budget = every trial runs every epoch (FIFO, no early stopping): an upper bound.
   ASHA line: the expected fraction of those epochs when each rung keeps 1/reduction_factor of
-  the trials reaching it (rungs at grace x rf^k below the budget).
+  the trials reaching it (rungs at grace x rf^(k+b) below the budget in bracket b, brackets
+  weighted as Ray draws trials into them).
 PLANNING_MFU is an assumption (no GPU measured it here); child runs log the measured ``mfu``
 to replace it with.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from orchestrator.placement.hardware import GpuSpec
 from orchestrator.placement.node_types import MARKETS, NodeType
 from orchestrator.placement.packing import MEMORY_MARGIN, Demand, place
+from trainables.defaults import AshaSettings
 
 PLANNING_MFU = 0.30
 """Assumed model FLOPs utilisation of a training step (bf16, LoRA, small micro-batches)."""
@@ -60,13 +62,20 @@ def makespan(seconds: Sequence[float], n_gpus: int) -> float:
     return max(loads)
 
 
-def asha_fraction(epochs: int, grace: int, reduction_factor: float) -> float:
-    """Expected share of a full budget's trial-epochs that ASHA runs (module docstring)."""
-    rung, survivors, done, ran = grace, 1.0, 0, 0.0
-    while rung < epochs:
-        ran += survivors * (rung - done)
-        done, survivors, rung = rung, survivors / reduction_factor, int(rung * reduction_factor)
-    return (ran + survivors * (epochs - done)) / epochs
+def asha_fraction(settings: AshaSettings) -> float:
+    """Expected share of a full budget's trial-epochs that ASHA runs (module docstring): per
+    bracket, everyone runs to its first rung and 1/reduction_factor of those reaching a rung run
+    on to the next (the last rung's survivors to max_t); brackets weighted as trials are drawn
+    into them (AshaSettings.bracket_weights)."""
+    share = 0.0
+    for weight, bracket in zip(settings.bracket_weights(), range(settings.brackets)):
+        rungs = [m for m in settings.milestones(bracket) if m < settings.max_t]
+        survivors, done, ran = 1.0, 0, 0.0
+        for rung in rungs:
+            ran += survivors * (rung - done)
+            done, survivors = rung, survivors / settings.reduction_factor
+        share += weight * (ran + survivors * (settings.max_t - done)) / settings.max_t
+    return share
 
 
 def _row(name: str, gpu: GpuSpec, market: str, rate: float | None, work: Sequence[PlannedWork],
@@ -157,6 +166,7 @@ def dry_run_block(planned: Sequence[Any], space: Any, types: Sequence[NodeType],
     if options.scheduler == "asha" and planned:
         budget, longest = max(zip(epochs, (t.llm for t in planned), strict=True))
         asha = asha_settings(budget, longest, grace_period=options.grace_period,
-                             reduction_factor=options.reduction_factor)
-        fraction = asha_fraction(asha.max_t, asha.grace_period, asha.reduction_factor)
+                             reduction_factor=options.reduction_factor, brackets=options.brackets,
+                             metric=options.rung_metric)
+        fraction = asha_fraction(asha)
     return format_cost_plan(work, types, options.makespan_gpus, fraction, options.node_type)
