@@ -22,6 +22,22 @@ LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's constant ENABLE_RAY_CLUSTER: when 0, a node's address is 127.0.0.1 and stays so."""
 
 
+REUSE_WAIT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+REUSE_WAIT_S = "60"
+"""How long a reused actor waits for the previous trial's thread to end (Ray's default: 2 s).
+
+Why: with ``reuse_actors`` the next trial starts only once the last one's function has returned,
+and after its final report a trial still frees its model and closes its files. On a loaded
+2-core machine (Ray runs its workers niced) that took over 2 s, and Tune then failed the NEXT
+trial ("Could not re-use actor ... reset_config()"), which cost a retry and, three times in a
+row, the cell. A thread that really hangs still fails the trial, after 60 s."""
+
+
+def worker_env() -> dict[str, str]:
+    """Environment every Ray worker of the sweep gets (a value the user exported wins)."""
+    return {REUSE_WAIT_VAR: os.environ.get(REUSE_WAIT_VAR, REUSE_WAIT_S)}
+
+
 class LoopbackError(RuntimeError):
     """A local Ray could not be started on loopback only."""
 
@@ -48,7 +64,8 @@ def start(address: str | None, *, verbose: bool = False) -> None:
     import ray
 
     common = dict(include_dashboard=False, log_to_driver=verbose, configure_logging=True,
-                  logging_level="info" if verbose else "warning")
+                  logging_level="info" if verbose else "warning",
+                  runtime_env={"env_vars": worker_env()})
     if resolve_address(address) is not None:
         ray.init(address=address, **common)
         return

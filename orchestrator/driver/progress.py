@@ -71,7 +71,9 @@ def _status(trial: Any) -> str:
         return "error"
     if trial.status == "TERMINATED":
         result = trial.last_result or {}
-        return "finished" if result.get("done") or "test_acc" in result else "stopped"
+        # Not ``done``: Tune also sets done=True on the last result of a trial its scheduler
+        # stopped. The loop's own last report carries test_acc, or diverged=True.
+        return "finished" if "test_acc" in result or result.get("diverged") else "stopped"
     return "running" if trial.status == "RUNNING" else "waiting"
 
 

@@ -60,3 +60,20 @@ def test_the_switch_is_on_before_the_space_is_prepared(monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         sweep.main(["--space", "smoke", "--storage", str(tmp_path / "rr")])
     assert seen == ["0"] and local_ray.LOOPBACK_SWITCH not in os.environ
+
+
+@pytest.mark.parametrize("address", [None, "10.0.0.5:6379"])
+def test_every_worker_waits_for_the_previous_trial_to_end(monkeypatch, address):
+    """Reused actors: the next trial must not fail because the last one took > 2 s to return."""
+    import ray
+    from ray._private import ray_constants
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(local_ray.REUSE_WAIT_VAR, raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    local_ray.start(address)
+    assert calls[-1]["runtime_env"] == {"env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}}
+    monkeypatch.setenv(local_ray.REUSE_WAIT_VAR, "5")  # the user's own value wins
+    local_ray.start(address)
+    assert calls[-1]["runtime_env"] == {"env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "5"}}

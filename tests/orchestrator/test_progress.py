@@ -24,8 +24,10 @@ class Clock:
         return self.now
 
 
-TRIALS = [FakeTrial("a|t5|llm_lora/all|r8", "TERMINATED", {"best_val_acc": 0.72, "done": True}),
-          FakeTrial("a|t5|baseline/none|r0", "TERMINATED", {"best_val_acc": 0.5}),
+# The stopped trial's last result says done=True: Tune adds it when its scheduler says STOP.
+TRIALS = [FakeTrial("a|t5|llm_lora/all|r8", "TERMINATED", {"best_val_acc": 0.72, "test_acc": 0.7,
+                                                             "done": True}),
+          FakeTrial("a|t5|baseline/none|r0", "TERMINATED", {"best_val_acc": 0.5, "done": True}),
           FakeTrial("b|t5|qformer_lora/ffn|r4", "ERROR"),
           FakeTrial("b|t5|qformer_lora/ffn|r8", "RUNNING", {"best_val_acc": 0.61}),
           FakeTrial("b|t5|qformer_lora/ffn|r1", "PENDING")]
@@ -37,6 +39,8 @@ def test_the_line_counts_and_names_the_best():
     reporter = ProgressLine(clock=lambda: clock(), out=io.StringIO())
     reporter._started = 0
     assert counts(TRIALS) == (1, 1, 1, 1, 1)
+    diverged = FakeTrial("a|t5|llm_lora/all|r1", "TERMINATED", {"diverged": True, "done": True})
+    assert counts([diverged]) == (1, 0, 0, 0, 0)  # it ended by itself: finished, not stopped
     assert reporter.line(TRIALS) == ("[sweep 4m12s] 3/5 ended (1 finished, 1 stopped, 1 error) | "
                                      "1 running, 1 waiting | best val 72.0% a|t5|llm_lora/all|r8")
 
