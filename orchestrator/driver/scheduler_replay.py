@@ -201,6 +201,15 @@ def record(experiment_dir: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     return {"provenance": provenance, "trials": trials, "unfinished": unfinished}
 
 
+def dump_curves(data: dict[str, Any]) -> str:
+    """``record``'s data as JSON text with one trial per line: small enough to commit as a
+    fixture (~1 KB per 8-epoch curve), and a diff shows which trials changed."""
+    head = {k: v for k, v in data.items() if k != "trials"}
+    lines = [json.dumps(t, sort_keys=True, separators=(",", ":")) for t in data["trials"]]
+    body = json.dumps(head, sort_keys=True, indent=1)[:-2]
+    return body + ',\n "trials": [\n' + ",\n".join(lines) + "\n ]\n}\n"
+
+
 def load_curves(path: Path) -> tuple[dict[str, Any], list[Curve]]:
     data = json.loads(Path(path).read_text())
     try:
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "record":
         prov = dict(kv.split("=", 1) for kv in args.provenance)
         data = record(args.storage, prov)
-        args.out.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
+        args.out.write_text(dump_curves(data))
         print(f"{len(data['trials'])} curves -> {args.out}; {len(data['unfinished'])} unfinished "
               f"trials left out{': ' if data['unfinished'] else ''}{', '.join(data['unfinished'])}")
         return 0

@@ -91,7 +91,11 @@ def test_record_reads_a_tune_experiment(tmp_path):
     assert t["n_val"] == 96 and t["test_acc"] == 0.4 and len(t["epochs"]) == 2
     assert "time_total_s" not in t["epochs"][0]
     out = tmp_path / "curves.json"
-    out.write_text(json.dumps(data))
+    assert main(["record", "--storage", str(tmp_path / "exp"), "--out", str(out),
+                 "--provenance", "commit=abc"]) == 0
+    text = out.read_text()  # one trial per line (a committed fixture diffs by trial)
+    assert json.loads(text) == data and text.splitlines()[-3] == json.dumps(
+        t, sort_keys=True, separators=(",", ":"))
     assert load_curves(out)[1][0].best_val_acc(2) == 0.5
 
 
