@@ -321,11 +321,11 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
                 resources: Any, costs: Any) -> int:
     import ray
 
-    from orchestrator.driver import retune, stopped_scores
+    from orchestrator.driver import retune, stopped_scores, unreported
     from orchestrator.driver import tuner as tn
     from orchestrator.driver.tune_callbacks import StopTune, StorageGuard
     from orchestrator.results import summary
-    from orchestrator.results.model import from_tune_result, outcomes
+    from orchestrator.results.model import outcomes
     tracker.start()
     settings = tn.TunerSettings(
         storage=storage, cpus_per_trial=options.cpus_per_trial, resources=resources,
@@ -347,7 +347,8 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
         return interrupted(tracker, stop, options)  # (or a SIGUSR1 from outside)
     scorer = stopped_scores.scorer_for(trainable)
     scores = stopped_scores.score_stopped_trials(results, settings, logger, scorer)
-    grid_trials = stopped_scores.with_scores([from_tune_result(r) for r in results], scores)
+    grid_trials = stopped_scores.with_scores(
+        unreported.grid_results(results, prepared.trials, logger), scores)
     retuned: list = []
     if not options.no_retune:
         retuned = retune.retune_divergent(grid_trials, trainable, prepared.name, settings,
@@ -370,6 +371,8 @@ def _run_phases(prepared: Prepared, options: SweepOptions, storage: str,
     failed = [o for o in outcomes(trials) if o.chosen.failed]
     if pending == 0:
         write_report_files(prepared.name, tracker, options.report_dir)
+    if failed:
+        print(unreported.failed_message(failed, options.argv))
     tracker.finish("FAILED" if failed else "FINISHED")
     if tracker.close():
         print(pending_message(tracker, prepared.name, options))

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from orchestrator.costs.trial import CostBook, bundle_resources, mean
-from orchestrator.results.model import TrialResult, status_of
+from orchestrator.results.model import ERROR, TrialResult, status_of
 from orchestrator.tracking.outbox import PENDING_PREFIX, TrackingOutbox, is_outage
 from trainables.cell import Cell, parse_cell_id
 from trainables.config import TrialConfig
@@ -346,6 +346,16 @@ class TrialRunLogger(Callback):
         self._log_checkpoint(run.run_id, trial)
         self.outbox.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
         run.ended = True
+
+    def log_unreported(self, config: TrialConfig, error: str) -> str:
+        """A FAILED run for a grid trial Tune failed before it reported (no Tune trial object
+        reaches the callbacks then: orchestrator.driver.unreported). Its trial-id tag says so."""
+        run_id = self._create_run(f"unreported:{config.cell_id}:seed{config.seed}",
+                                  config.to_dict(), config.cell)
+        self.outbox.log_batch(run_id, {"diverged": 0.0, "wall_time_s": 0.0},
+                              tags={TAG_STATUS: ERROR, "error": error[:500]})
+        self.outbox.set_terminated(run_id, "FAILED")
+        return run_id
 
     def _log_checkpoint(self, run_id: str, trial: Any) -> None:
         """Log the trial's latest (adapter-only, small) checkpoint directory as an artifact, and
