@@ -11,6 +11,7 @@ restore reruns errored trials).
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -36,10 +37,19 @@ def grid_results(results: Sequence[Any], planned: Sequence[TrialConfig],
 
     ``results``: Ray Tune ``Result``s (a never-started trial's has ``config`` None);
     ``planned``: the grid's trials as the sweep prepared them (cell and seed identify one)."""
-    reported = [from_tune_result(r) for r in results if r.config is not None]
+    parsed = [(r, from_tune_result(r)) for r in results if r.config is not None]
+    taken = Counter(_key(t.config) for _, t in parsed if t.config is not None)
+    reported, lost = [], [r for r in results if r.config is None]
+    for r, t in parsed:
+        if taken[_key(t.config)] > 1 and t.failed and "epoch" not in (r.metrics or {}):
+            # Failed before its first report, under another trial's identity: Ray's
+            # Trial.last_result falls back to the reused actor's default result, whose config
+            # is the actor's PREVIOUS trial. It is a lost trial, not a second one of that cell.
+            lost.append(r)
+            continue
+        reported.append(t)
     seen = {_key(t.config) for t in reported if t.config is not None}
-    orphans = [str(r.error).strip().splitlines()[-1] for r in results
-               if r.config is None and r.error is not None]
+    orphans = [str(r.error).strip().splitlines()[-1] for r in lost if r.error is not None]
     missing = [c for c in planned if _key(c) not in seen]
     why = NEVER_REPORTED
     if len(missing) == 1 and len(orphans) == 1:  # only then is Tune's error surely this trial's

@@ -56,6 +56,21 @@ def test_the_trial_that_never_reported_is_a_failed_cell_with_tunes_reason():
     assert not cell.chosen.failed  # its other seed ran: the cell keeps that one
 
 
+def test_a_lost_trial_under_its_actors_previous_config_is_not_counted_twice():
+    """Live, Ray gives the never-started trial the config of the trial the reused actor ran
+    before (Trial.last_result falls back to the actor's default result)."""
+    log = Log()
+    lost = PLANNED[2]
+    impostor = SimpleNamespace(config={"cell_index": 1, **PLANNED[1].to_dict()},
+                               metrics={"trial_id": "x", "training_iteration": 0},
+                               metrics_dataframe=None, error=REUSE)
+    results = [ran(c) for c in PLANNED if c is not lost] + [impostor]
+    trials = grid_results(results, PLANNED, log)
+    assert [c for c, _ in log.calls] == [lost] and len(trials) == 4
+    assert [(t.cell.id, t.seed) for t in trials if t.status == ERROR] == [(lost.cell_id, 0)]
+    assert "reset_config()" in log.calls[0][1]
+
+
 def test_two_lost_trials_are_not_guessed_a_reason():
     log = Log()
     trials = grid_results([ran(PLANNED[0]), ran(PLANNED[1]), never_started()], PLANNED, log)
@@ -88,3 +103,13 @@ def test_the_failed_run_reads_back_as_a_failed_trial_of_its_cell(tmp_path):
     assert run.info.status == "FAILED" and run.data.tags["error"].endswith("(Tune: boom)")
     back = trial_result(run)
     assert (back.cell, back.status, back.seed, back.test_acc) == (PLANNED[2].cell, ERROR, 0, None)
+
+
+def test_a_trial_that_failed_in_its_first_epoch_keeps_its_own_error():
+    log = Log()
+    oom = SimpleNamespace(config={"cell_index": 2, **PLANNED[2].to_dict()},
+                          metrics={"trial_id": "t20"}, metrics_dataframe=None,
+                          error=RuntimeError("CUDA out of memory"))
+    trials = grid_results([ran(c) for c in PLANNED if c is not PLANNED[2]] + [oom], PLANNED, log)
+    assert not log.calls
+    assert [t.error for t in trials if t.status == ERROR] == ["RuntimeError: CUDA out of memory"]
