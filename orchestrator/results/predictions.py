@@ -7,8 +7,10 @@ need the test rows of the runs a table shows; the category breakdown needs the r
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -20,11 +22,28 @@ from orchestrator.tracking.mlflow_runs import CATEGORY_PREFIX, PREDICTIONS_ARTIF
 from trainables.predictions import FILE_NAME, read_predictions
 
 ARTIFACT = f"{PREDICTIONS_ARTIFACT}/{FILE_NAME}"
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a tqdm bar per artifact download: a 132-trial report printed 264 of them
+    (twice per run) between the summary and the report path. Off while we download, then put
+    back (MLflow reads the variable at each download)."""
+    before = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = before
 
 
 def test_correctness(client: MlflowClient, run_id: str) -> dict[str, bool] | None:
     """pid -> correct on the test split of a run's predictions; None without the artifact."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
         try:
             path = client.download_artifacts(run_id, ARTIFACT, tmp)
         except (MlflowException, OSError):
