@@ -154,7 +154,9 @@ def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: 
         tuner = tn.build_tuner(trainable, space, name, settings, scheduler,
                                search_alg=search, num_samples=num_samples)
     results = tuner.fit()
-    trials = [from_tune_result(r) for r in results]
+    # A retune trial Tune failed before its first report has no config (driver.unreported):
+    # it tried no lr, so it is not one of the cell's trials.
+    trials = [from_tune_result(r) for r in results if r.config is not None]
     if logger is not None:  # stopped retune trials get their test score too
         from orchestrator.driver.stopped_scores import score_stopped_trials, with_scores
         trials = with_scores(trials, score_stopped_trials(results, settings, logger, scorer))
