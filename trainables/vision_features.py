@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ from trainables.feature_store import Entry, FeatureStore
 from trainables.step import Precision, unwrap
 
 METRIC_KEYS: tuple[str, ...] = ("vit_cache_hits", "vit_cache_misses", "vit_cache_seconds_saved")
-"""Reported every epoch, cumulative over the trial (docs/ARCHITECTURE.md)."""
+"""Reported every epoch, cumulative over the trial (definitions: ``CachedInputs.metrics``)."""
 
 
 class FeatureInputVisionModel(InstructBlipVisionModel):
@@ -133,23 +134,39 @@ class CachedInputs(PixelInputs):
                  batch_size: int) -> None:
         super().__init__(transform, device)
         self.model, self.precision, self.batch_size = model, precision, batch_size
-        vision = vision_model_of(model)
-        # A ViT with attention dropout would see new features every training step.
-        self.train_from_cache = train_from_cache and not vision.config.attention_dropout
-        accept_features(model)
-        fingerprint = vision_fingerprint(vision)
-        self.store = FeatureStore(store_root, fingerprint[:32], max_bytes)
-        self._salt = json.dumps({"vision": fingerprint, "transform": transform.signature(),
-                                 "precision": precision.name, "device": device.type,
-                                 "weights": str(vision.embeddings.patch_embedding.weight.dtype)},
-                                sort_keys=True).encode()
-        self._key_of: dict[int, tuple[torch.Tensor, str]] = {}  # id(image) -> (image, key)
-        self._image_of: dict[str, torch.Tensor] = {}
-        self._entries: dict[str, Entry] = {}
         self.hits = 0
         self.computed: list[str] = []
         """Keys of the entries this trial computed (its misses)."""
-        self._saved_s, self._overhead_s = 0.0, 0.0
+        self._avoided_s = 0.0  # sum over served features of their entry's measured compute cost
+        self._cache_s = 0.0  # wall seconds spent in the cache, this trial's ViT work on misses included
+        self._depth = 0
+        with self._charged():  # hashing the trunk's weights is the cache's cost too
+            vision = vision_model_of(model)
+            # A ViT with attention dropout would see new features every training step.
+            self.train_from_cache = train_from_cache and not vision.config.attention_dropout
+            accept_features(model)
+            fingerprint = vision_fingerprint(vision)
+            self.store = FeatureStore(store_root, fingerprint[:32], max_bytes)
+            self._salt = json.dumps({"vision": fingerprint, "transform": transform.signature(),
+                                     "precision": precision.name, "device": device.type,
+                                     "weights": str(vision.embeddings.patch_embedding.weight.dtype)},
+                                    sort_keys=True).encode()
+        self._key_of: dict[int, tuple[torch.Tensor, str]] = {}  # id(image) -> (image, key)
+        self._image_of: dict[str, torch.Tensor] = {}
+        self._entries: dict[str, Entry] = {}
+
+    @contextmanager
+    def _charged(self) -> Iterator[None]:
+        """Charge the wall time of the block to the cache, once even when blocks nest (a serve
+        that has to prepare an image first)."""
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._cache_s += time.perf_counter() - start
 
     def key(self, image: torch.Tensor) -> str:
         """The cache key of a decoded image (memoised per image tensor)."""
@@ -163,20 +180,19 @@ class CachedInputs(PixelInputs):
     def prepare(self, problems: Sequence[EncodedProblem]) -> None:
         """Cache (computing what is missing on this node) and map every image of ``problems``;
         then, if training reads the cache too, release the trunk: nothing needs it any more."""
-        start = time.perf_counter()
-        keys = [k for k in dict.fromkeys(self.key(p.image) for p in problems) if k not in self._entries]
-        computed: list[str] = []
-        while keys:  # an entry found corrupt (or evicted meanwhile) is computed again
-            computed += self.store.fill(keys, self._compute, self.batch_size)
-            opened = {k: self.store.open(k) for k in keys}
-            self._entries.update({k: e for k, e in opened.items() if e is not None})
-            keys = [k for k, e in opened.items() if e is None]
-        self.computed += computed
-        if computed:
-            self.store.evict(protect=self._entries)
-        if self.train_from_cache:
-            release_trunk(self.model)
-        self._overhead_s += time.perf_counter() - start
+        with self._charged():
+            keys = [k for k in dict.fromkeys(self.key(p.image) for p in problems) if k not in self._entries]
+            computed: list[str] = []
+            while keys:  # an entry found corrupt (or evicted meanwhile) is computed again
+                computed += self.store.fill(keys, self._compute, self.batch_size)
+                opened = {k: self.store.open(k) for k in keys}
+                self._entries.update({k: e for k, e in opened.items() if e is not None})
+                keys = [k for k, e in opened.items() if e is None]
+            self.computed += computed
+            if computed:
+                self.store.evict(protect=self._entries)
+            if self.train_from_cache:
+                release_trunk(self.model)
 
     @torch.no_grad()
     def _compute(self, keys: Sequence[str]) -> list[tuple[torch.Tensor, float]]:
@@ -198,15 +214,14 @@ class CachedInputs(PixelInputs):
         return [(row, seconds) for row in out]
 
     def _features(self, chunk: Sequence[EncodedProblem]) -> torch.Tensor:
-        start = time.perf_counter()
-        keys = [self.key(p.image) for p in chunk]
-        if any(k not in self._entries for k in keys):
-            self.prepare([p for p, k in zip(chunk, keys) if k not in self._entries])
-        entries = [self._entries[k] for k in keys]
-        features = torch.stack([e.tensor for e in entries]).to(self.device)
-        self.hits += len(entries)
-        self._saved_s += sum(e.compute_s for e in entries)
-        self._overhead_s += time.perf_counter() - start
+        with self._charged():
+            keys = [self.key(p.image) for p in chunk]
+            if any(k not in self._entries for k in keys):
+                self.prepare([p for p, k in zip(chunk, keys) if k not in self._entries])
+            entries = [self._entries[k] for k in keys]
+            features = torch.stack([e.tensor for e in entries]).to(self.device)
+            self.hits += len(entries)
+            self._avoided_s += sum(e.compute_s for e in entries)
         return features
 
     def train_inputs(self, chunk: Sequence[EncodedProblem], generator: torch.Generator) -> torch.Tensor:
@@ -218,11 +233,23 @@ class CachedInputs(PixelInputs):
         return self._features(chunk)
 
     def metrics(self) -> dict[str, float]:
-        """Cumulative: features served from the cache, entries this trial computed, and the
-        seconds saved = what computing every served feature would have cost (as timed when it
-        was computed) minus all time spent filling, verifying and serving the cache."""
+        """Cumulative over the trial (its process, since a resume):
+
+        - ``vit_cache_hits``: features served from the cache (each use counts: an image scored in
+          5 epochs is 5 hits);
+        - ``vit_cache_misses``: entries this trial computed (the others' were on the node already);
+        - ``vit_cache_seconds_saved``: the ViT seconds the hits avoided minus the cache's own cost,
+          = sum over hits of the entry's per-image ViT seconds (transform + trunk, its share of a
+          batch, measured once by the process that computed it) - every wall second this trial
+          spent in the cache: fingerprinting the trunk, hashing images, computing its misses,
+          waiting for entries other trials were computing, writing, verifying and serving.
+          Equivalently (hits - misses) x per-image ViT seconds - overhead: a miss's computation is
+          not saved, it moved. It is what the cache took off this trial's wall time, so it is
+          only as large as the ViT's share of the work (~2.5% of a tiny preset's training FLOPs,
+          ~50% of Flan-T5-XL's: benchmarks.flop_split); negative when the trial computed entries
+          it then barely used. The ViT's memory a released trunk frees is not counted here."""
         return {"vit_cache_hits": float(self.hits), "vit_cache_misses": float(len(self.computed)),
-                "vit_cache_seconds_saved": self._saved_s - self._overhead_s}
+                "vit_cache_seconds_saved": self._avoided_s - self._cache_s}
 
 
 def vision_inputs(cfg: TrialConfig, model: nn.Module, transform: ImageTransform, precision: Precision,

@@ -45,7 +45,8 @@ TAG_NODE_TYPE = "node_type"  # where the trial was placed (orchestrator.placemen
 # What a trial reports (docs/ARCHITECTURE.md "Reports a trial makes"); nothing else is logged.
 EPOCH_METRICS = ("train_loss", "val_acc", "best_val_acc", "val_gold_nll", "val_choice_nll", "lr",
                  "samples_per_s", "epoch_time_s", "checkpoint_mb", "peak_memory_gib",
-                 # cumulative per trial (trainables.vision_features.METRIC_KEYS); absent without the cache
+                 # cumulative per trial, absent without the cache (definitions: trainables.vision_features
+                 # CachedInputs.metrics; seconds_saved = ViT seconds the hits avoided - cache cost)
                  "vit_cache_hits", "vit_cache_misses", "vit_cache_seconds_saved")
 FIRST_METRICS = ("trainable_params", "total_params", "trainable_fraction", "fraction_of_baseline",
                  "qformer_trainable_fraction", "lora_params_qformer", "lora_params_llm",

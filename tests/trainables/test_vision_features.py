@@ -1,9 +1,12 @@
 """Cached frozen-ViT features: the model computes exactly what it computes from pixels, trials
 report the same numbers with the cache on and off, and stale or foreign entries are never used."""
+import time
+
 import pytest
 import torch
 
 from tests.trainables.test_scoring import _problems
+from trainables import vision_features
 from trainables.accounting import count_parameters
 from trainables.batching import TokenSpec, collate_train, stack_images
 from trainables.config import TrialConfig
@@ -115,6 +118,31 @@ def test_the_trunk_leaves_only_when_training_reads_the_cache(tmp_path):
     with pytest.raises(RuntimeError, match="released"):
         model(pixel_values=kept.eval_inputs(problems[:1]).new_zeros(1, 3, 32, 32),
               qformer_input_ids=torch.ones(1, 3, dtype=torch.long))
+
+
+PER_IMAGE_S = 0.05
+
+
+def _slow_trunk(vision, pixels):
+    """A ViT whose forward costs a known PER_IMAGE_S per image (and is far slower than the cache)."""
+    time.sleep(PER_IMAGE_S * len(pixels))
+    return pixels.mean(dim=(1, 2, 3))[:, None, None].expand(len(pixels), 5, 8).contiguous()
+
+
+def test_seconds_saved_is_the_vit_time_the_hits_avoided_less_the_cache_cost(tmp_path, monkeypatch):
+    """Known answer: 6 images served 3 times. The first trial computes them on its first serve
+    (no prepare: the serve prepares, timed once), so 18 uses cost 6 computations: it saved
+    12 x PER_IMAGE_S. A second trial finds them all cached: 18 x PER_IMAGE_S."""
+    monkeypatch.setattr(vision_features, "trunk", _slow_trunk)
+    bundle, model = _lora_model("tiny-t5")
+    problems = _problems(bundle)
+    for trial, avoided in ((_inputs(bundle, model, tmp_path), 12), (_inputs(bundle, model, tmp_path), 18)):
+        for _ in range(3):
+            trial.eval_inputs(problems)
+        metrics = trial.metrics()
+        assert metrics["vit_cache_hits"] == 18 and metrics["vit_cache_misses"] == 18 - avoided
+        # below: the cache's own cost (hashing, files: milliseconds here); above: sleep overshoot
+        assert avoided * PER_IMAGE_S - 0.15 < metrics["vit_cache_seconds_saved"] < avoided * PER_IMAGE_S + 0.1
 
 
 def _trial(tmp_path, **over):
