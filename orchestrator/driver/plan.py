@@ -91,6 +91,9 @@ class PlannedTrial:
     vit_resident: bool = True
     """False: every image comes from the cache, the ViT trunk leaves the GPU (memory excludes it)."""
     weight_dtype: str = "bf16"
+    activation_checkpointing: str = "auto"
+    """The requested mode (trial key / --activation-checkpointing: auto|on|off) the fits obey;
+    kept so that a refit (with_vit_resident) honours an explicit choice."""
     fits: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     """GPU type (trainables.memory.GPU_TYPES) -> the setting that fits it (batch_size,
     grad_accum, eval_batch_size, activation_checkpointing, peak_bytes), None: nothing fits."""
@@ -189,14 +192,15 @@ def memory_fields(shape: MemoryShape, counts: ParamCounts, setup: MemorySetup, m
     return {"est_gpu_memory_bytes": estimate_memory(shape, counts, setup).peak_bytes, "fits": fits,
             "est_cpu_rss_bytes": estimate_memory(shape, counts, cpu).peak_bytes,
             "weight_dtype": setup.weight_dtype, "memory_inputs": (shape, counts, setup),
-            "vit_resident": vit_resident}
+            "vit_resident": vit_resident, "activation_checkpointing": mode}
 
 
 def with_vit_resident(trial: PlannedTrial, resident: bool) -> PlannedTrial:
-    """``trial`` with its memory recomputed for a ViT trunk that is (not) on the device."""
+    """``trial`` with its memory recomputed for a ViT trunk that is (not) on the device, under
+    the same requested checkpointing mode (an explicit off stays off)."""
     shape, counts, setup = trial.memory_inputs
-    mode = "on" if setup.activation_checkpointing else "auto"
-    return dataclasses.replace(trial, **memory_fields(shape, counts, setup, mode, resident))
+    return dataclasses.replace(trial, **memory_fields(shape, counts, setup, trial.activation_checkpointing,
+                                                      resident))
 
 
 def memory_estimate(preset: str, peft: PeftSetup, setup: MemorySetup,

@@ -45,6 +45,19 @@ def test_savings_are_the_uses_minus_one_fill_per_llm_and_benchmark(baseline_plan
     assert "off" in format_savings(disabled, CacheSetting(False, None, None))
 
 
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_releasing_the_trunk_keeps_an_explicit_checkpointing_choice(mode):
+    """The refit without the trunk obeys --activation-checkpointing: under auto Vicuna on an
+    A10G needs checkpointing, under an explicit off it must not get it (it does not fit)."""
+    auto = apply(build_plan(load_space("baseline")), CacheSetting(True, False, None))
+    assert any(f and f["activation_checkpointing"] for t in auto for f in t.fits.values())
+    chosen = apply(build_plan(load_space("baseline"), {"activation_checkpointing": mode}),
+                   CacheSetting(True, False, None))
+    assert all(not t.vit_resident and t.activation_checkpointing == mode for t in chosen)
+    used = {f["activation_checkpointing"] for t in chosen for f in t.fits.values() if f}
+    assert used == {mode == "on"}
+
+
 def test_gpu_hours_follow_the_stated_throughput():
     assert vit_savings.gpu_hours(312e12 * 0.4 * 3600) == pytest.approx(1.0)
 
