@@ -17,7 +17,7 @@ from orchestrator.driver.interrupts import Interrupted, SweepStop
 from orchestrator.driver.local_ray import prefer_loopback
 from orchestrator.driver.options import AUGMENT_CHOICES, OptionError, SweepOptions
 from orchestrator.driver.spaces import SPACE_MODULES, SpaceError
-from trainables.defaults import RUNG_METRICS
+from trainables import defaults
 from trainables.excerpt import one_line
 
 DESCRIPTION = """\
@@ -68,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--seeds", type=int, metavar="N",
                       help="run every cell N times with seeds seed, seed+1, ...: Table 1 shows "
                            "mean +- sd (default: the space's 'seeds', else 1)")
-    what.add_argument("--cache-dir", default=".cache/prepared",
-                      help="where prepared benchmark Parquet is kept (default .cache/prepared)")
+    what.add_argument("--cache-dir", default=SweepOptions.cache_dir,
+                      help="where prepared benchmark Parquet is kept (default %(default)s)")
     what.add_argument("--augment", choices=AUGMENT_CHOICES,
                       help="random resized crop + flip in training (default: the recipe's: on for the "
                            "real models, as in the paper; off for the tiny stand-ins). off: the ViT "
                            "feature cache serves training too and trials release the ViT (faster, "
                            "~2 GB less GPU memory) at the price of the crops' regularisation")
     how = p.add_argument_group("how it runs")
-    how.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+    how.add_argument("--scheduler", choices=("asha", "fifo"), default=SweepOptions.scheduler,
                      help="asha: stop weak trials early, compared only within (benchmark, LLM); "
                           "fifo: run every trial to its end (the complete table)")
     how.add_argument("--grace-period", type=int,
@@ -87,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "trainables.defaults.asha_defaults)")
     how.add_argument("--brackets", type=int,
                      help="ASHA: number of brackets (default: the recipe's)")
-    how.add_argument("--rung-metric", choices=tuple(RUNG_METRICS),
+    how.add_argument("--rung-metric", choices=tuple(defaults.RUNG_METRICS),
                      help="ASHA: what a rung compares (default: the recipe's)")
     how.add_argument("--max-concurrent", type=int,
                      help="trials at once (default: the Ray cluster's CPUs / --cpus-per-trial)")
-    how.add_argument("--cpus-per-trial", type=float, default=1.0,
-                     help="CPUs Ray reserves per trial (default 1)")
+    how.add_argument("--cpus-per-trial", type=float, default=SweepOptions.cpus_per_trial,
+                     help="CPUs Ray reserves per trial (default %(default)g)")
     how.add_argument("--gpus-per-trial", type=gpus_option, metavar="auto|N",
                      help="auto: each trial gets the GPU share and node type its planned peak memory "
                           "needs (orchestrator/placement/packing.py; the default with real presets); "
@@ -118,20 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="real presets at full size with deterministic random weights and stand-in "
                           "tokenizers, nothing downloaded (memory/speed checks; accuracies are meaningless)")
     how.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    how.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default 2)")
+    how.add_argument("--max-failures", type=int, default=SweepOptions.max_failures,
+                     help="retries of a failing trial (default %(default)s)")
     how.add_argument("--no-vit-cache", action="store_true",
                      help="run the frozen ViT on every image in every step instead of reading its "
                           "features from the node's cache (same results, only slower)")
     how.add_argument("--vit-cache-dir",
-                     help="node-local directory of the ViT feature cache (default "
-                          "<cache-dir>/vit-features; each host keeps its own entries under it)")
+                     help=f"node-local directory of the ViT feature cache (default <cache-dir>/"
+                          f"{defaults.VIT_CACHE_SUBDIR}; each host keeps its own entries under it)")
     how.add_argument("--vit-cache-max-gb", type=float,
                      help="size bound of one node's ViT feature cache, least recently used entries "
-                          "evicted first (default 128)")
+                          f"evicted first (default {defaults.VIT_CACHE_MAX_GB:g})")
     out = p.add_argument_group("where results go")
-    out.add_argument("--storage", default="ray_results",
+    out.add_argument("--storage", default=SweepOptions.storage,
                      help="Tune storage: a local dir or a URI pyarrow.fs understands, e.g. s3://bucket/x "
-                          "(default ray_results; multi-node clusters need a shared path or URI)")
+                          "(default %(default)s; multi-node clusters need a shared path or URI)")
     out.add_argument("--name", help="run name (default sweep-<space>); --resume finds the run by it")
     out.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
                                             "else sqlite:///mlflow.db)")
@@ -149,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: one compact progress line per change)")
     modes.add_argument("--node-type", metavar="NAME",
                        help="with --dry-run: price the space on this node type only")
-    modes.add_argument("--makespan-gpus", type=int, default=8, metavar="N",
-                       help="with --dry-run: the makespan column is for N GPUs (default 8)")
+    modes.add_argument("--makespan-gpus", type=int, default=SweepOptions.makespan_gpus, metavar="N",
+                       help="with --dry-run: the makespan column is for N GPUs (default %(default)s)")
     modes.add_argument("--no-retune", action="store_true", help="skip re-tuning divergent cells")
     modes.add_argument("--retune-samples", type=int,
                        help="learning rates tried per divergent cell (default search_spaces.lr_retune)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from trainables import defaults
 from trainables.excerpt import excerpt
 
 AUGMENT_CHOICES: tuple[str, ...] = ("on", "off")
@@ -28,7 +29,8 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """Every option of ``python -m orchestrator.sweep`` (see its --help for the meanings)."""
+    """Every option of ``python -m orchestrator.sweep`` (see its --help for the meanings).
+    The field defaults are the command line's: the parser reads them from here."""
 
     space: str
     llm: tuple[str, ...] = ()
@@ -38,7 +40,7 @@ class SweepOptions:
     seed: int | None = None
     seeds: int | None = None
     """Trials per cell (seed, seed + 1, ...); None: the space's ``seeds`` (default 1)."""
-    cache_dir: str = ".cache/prepared"
+    cache_dir: str = defaults.PREPARED_CACHE_DIR
     augment: str | None = None
     """on | off | None (the recipe's)."""
     scheduler: str = "asha"
@@ -65,6 +67,7 @@ class SweepOptions:
     vit_cache_dir: str | None = None
     vit_cache_max_gb: float | None = None
     storage: str = "ray_results"
+    """Tune storage (relative: the working directory)."""
     name: str | None = None
     tracking_uri: str | None = None
     report_dir: str | None = None

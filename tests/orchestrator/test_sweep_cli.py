@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.driver.options import SweepOptions
 from orchestrator.sweep import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +40,15 @@ def test_help_explains_every_option():
     undocumented = [a.option_strings for a in build_parser()._actions if not (a.help or "").strip()]
     assert undocumented == []
     assert "tiny-t5" in text and "synth-scienceqa" in text  # the offline default is explained
+
+
+def test_the_parser_takes_every_default_from_sweep_options():
+    """Defaults are typed once (SweepOptions, trainables.defaults): parsing no option at all
+    gives exactly SweepOptions' defaults, and the help shows them."""
+    parsed = SweepOptions.from_namespace(build_parser().parse_args(["--space", "smoke"]), [])
+    assert parsed == SweepOptions(space="smoke")
+    text = " ".join(build_parser().format_help().split())
+    assert f"(default {SweepOptions.storage};" in text and f"(default {SweepOptions.cache_dir})" in text
 
 
 def test_unknown_space(capsys):
