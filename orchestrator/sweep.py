@@ -204,15 +204,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(options: SweepOptions, stop: SweepStop) -> int:
-    from orchestrator.driver import run as driver  # after parsing: --help and option errors stay instant
+    # after parsing: --help and option errors stay instant
+    from orchestrator.driver import prepare, run
     # Before anything imports ray (prepare does for ASHA): a local sweep's Ray on 127.0.0.1 only.
     with prefer_loopback(options.address):
         try:
-            prepared = driver.prepare(options)
+            prepared = prepare.prepare(options)
             if options.dry_run:
-                return driver.dry_run(prepared, options)
-            return driver.run(prepared, options, stop=stop)
-        except (SpaceError, driver.SweepError) as err:
+                return prepare.dry_run(prepared, options)
+            return run.run(prepared, options, stop=stop)
+        except (SpaceError, prepare.SweepError) as err:
             fail(str(err))  # one line naming the culprit (no usage block: the options parsed)
 
 

@@ -87,9 +87,9 @@ def cell_of(config: Mapping[str, Any]) -> str:
 
 def planned_work(space: Space, trials: Sequence[TrialConfig], options: Any) -> list[PlannedWork]:
     """The memory/FLOPs plan of every real-size trial of a sweep, as the dry run makes it
-    (orchestrator.driver.run.planned_trials), keyed by the trial's cell id; cells of toy presets
+    (orchestrator.driver.prepare.planned_trials), keyed by the trial's cell id; cells of toy presets
     are left out."""
-    from orchestrator.driver.run import planned_trials
+    from orchestrator.driver.prepare import planned_trials
     real = [(cell, t) for cell, t in zip(space.cells, trials, strict=True) if t.llm in REAL_PRESETS]
     if not real:
         return []

@@ -48,7 +48,7 @@ def test_the_switch_is_on_before_the_space_is_prepared(monkeypatch, tmp_path):
     """prepare() imports ray for an ASHA sweep (orchestrator.driver.schedulers); Ray reads the
     switch at import, so the CLI sets it before prepare, not only around run()."""
     from orchestrator import sweep
-    from orchestrator.driver import run as driver
+    from orchestrator.driver import prepare as driver
     monkeypatch.delenv(local_ray.LOOPBACK_SWITCH, raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     seen = []

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.driver import vit_savings
 from orchestrator.driver.options import SweepOptions
 from orchestrator.driver.plan import build_plan
-from orchestrator.driver.run import prepare
+from orchestrator.driver.prepare import prepare
 from orchestrator.driver.spaces import load_space
 from orchestrator.driver.vit_savings import SPLIT_PROBLEMS, CacheSetting, apply, format_savings, uses
 from orchestrator.sweep import build_parser, main
