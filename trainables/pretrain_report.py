@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import platform
+import struct
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,21 +72,42 @@ def _chance(trial: Trial) -> dict[str, float]:
             for split in ("val", "test")}
 
 
-def code_version(root: Path = _ROOT) -> dict[str, Any]:
-    """Git commit (if any), whether the deciding sources differ from it, and their content hash."""
+def _sources_sha256(sources: Sequence[str], read: Callable[[str], bytes]) -> str:
     h = hashlib.sha256()
-    for rel in SOURCES:
-        h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
-    version: dict[str, Any] = {"sources_sha256": h.hexdigest(), "sources": list(SOURCES)}
+    for rel in sources:
+        h.update(rel.encode() + b"\0" + read(rel))
+    return h.hexdigest()
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def code_version(root: Path = _ROOT) -> dict[str, Any]:
+    """Git commit (if any), whether the deciding sources differ from it, and their content hash.
+
+    The commit is only worth recording when it stays reachable (build from a commit on main, not
+    from a branch that will be squashed); ``sources_sha256_at`` checks a recorded pair."""
+    version: dict[str, Any] = {"sources_sha256": _sources_sha256(SOURCES, lambda rel: (root / rel).read_bytes()),
+                               "sources": list(SOURCES)}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *SOURCES], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        version.update(git_commit=commit, sources_dirty=bool(dirty))
+        version.update(git_commit=_git(root, "rev-parse", "HEAD"),
+                       sources_dirty=bool(_git(root, "status", "--porcelain", "--", *SOURCES)))
     except (OSError, subprocess.CalledProcessError):
         version.update(git_commit=None, sources_dirty=None)
     return version
+
+
+def sources_sha256_at(commit: str, sources: Sequence[str], root: Path = _ROOT) -> str:
+    """The sources hash ``code_version`` would have recorded at ``commit``; one clear error when
+    the commit is not an ancestor of this checkout's HEAD (e.g. squashed away: its objects may
+    still lie in the repository, unreachable)."""
+    try:
+        _git(root, "merge-base", "--is-ancestor", commit, "HEAD")
+    except subprocess.CalledProcessError as err:
+        raise ValueError(f"commit {commit} is not in the history of {root}'s HEAD") from err
+    return _sources_sha256(sources, lambda rel: subprocess.run(
+        ["git", "show", f"{commit}:{rel}"], cwd=root, capture_output=True, check=True).stdout)
 
 
 def build_manifest(result: PretrainResult, zero_shot: dict[str, dict[str, Any]], command: str,
@@ -117,6 +140,27 @@ def build_manifest(result: PretrainResult, zero_shot: dict[str, dict[str, Any]],
     }
 
 
+def sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors header in place with its ``__metadata__`` entries sorted by key.
+
+    Why: safetensors serialises the metadata from a Rust HashMap, whose order is random per
+    process, so the same tensors gave files with different SHA-256 (measured: tiny-t5 rebuilt
+    from main with every tensor and loss bit-identical, file hash different; ``save_model`` adds
+    one metadata entry per tied weight). Readers parse the header as JSON, so the order means
+    nothing to them; the header keeps its length (same entries, padded with spaces as written).
+    """
+    with open(path, "r+b") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":")).encode()
+        if len(text) > size:
+            raise ValueError(f"{path}: the sorted safetensors header ({len(text)} bytes) outgrew "
+                             f"the written one ({size} bytes)")
+        f.seek(8)
+        f.write(text.ljust(size, b" "))
+
+
 def write_shipped(result: PretrainResult, zero_shot: dict[str, dict[str, Any]], command: str,
                   out_dir: Path | None = None) -> tuple[Path, Path]:
     """Write ``<preset>.safetensors`` and ``<preset>.json`` atomically (both or neither replaced)."""
@@ -126,6 +170,7 @@ def write_shipped(result: PretrainResult, zero_shot: dict[str, dict[str, Any]], 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pretrain-") as tmp:
         tmp_weights = Path(tmp) / "weights.safetensors"
         save_model(result.bundle.model, str(tmp_weights), metadata={"preset": preset, "seed": str(result.seed)})
+        sort_safetensors_metadata(tmp_weights)
         manifest = build_manifest(result, zero_shot, command, file_sha256(tmp_weights))
         tmp_manifest = Path(tmp) / "manifest.json"
         tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

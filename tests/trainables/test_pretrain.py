@@ -5,16 +5,19 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_model, save_model
 
 from trainables import defaults
 from trainables.config import TrialConfig
 from trainables.presets import build_model
 from trainables.pretrain import lr_at_step, main, pretrain, rebuild_command
-from trainables.pretrain_corpus import OBJECTIVES, downstream_image_hashes, make_corpus
-from trainables.pretrain_report import scored_inputs_sha256
+from trainables.pretrain_corpus import OBJECTIVES, corpus_hash, downstream_image_hashes, make_corpus
+from trainables.pretrain_report import SOURCES, scored_inputs_sha256, sort_safetensors_metadata, sources_sha256_at
 from trainables.pretrained import (
     PRETRAINED_DIR,
     SHIPPED_PRESETS,
@@ -57,6 +60,25 @@ def test_cli_writes_weights_and_a_manifest_that_loads(tmp_path, capsys):
     model = build_model("tiny-llama", init="random", seed=99).model
     load_shipped(model, "tiny-llama", tmp_path)
     assert "zero-shot test accuracy" in capsys.readouterr().out
+
+
+def test_the_weights_file_depends_only_on_the_tensors(tmp_path):
+    """safetensors writes its metadata (here tiny-t5's tied-weight aliases) in a random order per
+    call; sorted, the same tensors always give the same bytes, so a rebuild reproduces the hash."""
+    model = build_model("tiny-t5", init="random", seed=1).model
+    digests = set()
+    for i in range(4):
+        path = tmp_path / f"{i}.safetensors"
+        save_model(model, str(path), metadata={"seed": "1", "preset": "tiny-t5"})
+        sort_safetensors_metadata(path)
+        digests.add(file_sha256(path))
+    assert len(digests) == 1
+    raw = path.read_bytes()
+    meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    assert list(meta) == sorted(meta) and len(meta) == 5  # preset, seed + 3 tied aliases
+    loaded = build_model("tiny-t5", init="random", seed=2).model
+    load_model(loaded, str(path), strict=True)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("preset", SHIPPED_PRESETS)
@@ -143,3 +165,43 @@ def test_manifest_is_json_with_the_exact_rebuild_command():
     for preset in SHIPPED_PRESETS:
         text = (PRETRAINED_DIR / f"{preset}.json").read_text()
         assert json.loads(text)["preset"] == preset
+
+
+def _git_history(root: Path) -> bool:
+    """True in a full git checkout (a tarball or a shallow clone cannot check a recorded commit)."""
+    try:
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return shallow == "false"
+
+
+@pytest.mark.parametrize("preset", SHIPPED_PRESETS)
+def test_manifest_names_the_code_and_recipe_that_rebuild_it(preset):
+    """The manifest's command is what today's defaults run, and its code version names a commit
+    of this history whose hashed sources are the recorded hash (a squashed-away commit fails)."""
+    manifest = read_manifest(preset)
+    assert manifest["seed"] == defaults.PRETRAIN_SEED
+    assert manifest["recipe"] == dataclasses.asdict(defaults.PRETRAIN)
+    assert manifest["command"] == rebuild_command(preset, defaults.PRETRAIN_SEED, defaults.PRETRAIN)
+    version = manifest["code_version"]
+    assert version["sources"] == list(SOURCES) and version["sources_dirty"] is False
+    root = Path(__file__).resolve().parents[2]
+    if not _git_history(root):
+        pytest.skip("not a full git checkout: the recorded commit cannot be looked up")
+    assert sources_sha256_at(version["git_commit"], version["sources"], root) == version["sources_sha256"]
+
+
+def test_manifest_corpus_is_the_corpus_todays_code_draws():
+    """Both presets are pretrained on one corpus (same seed and recipe); a change to the synthetic
+    world or the corpus templates shows here, in seconds, instead of in a 15-minute rebuild."""
+    recipe = defaults.PRETRAIN
+    exclude = downstream_image_hashes(defaults.SYNTH_SEED, defaults.SYNTH_SPLIT_SIZES)
+    items = make_corpus(defaults.PRETRAIN_SEED, recipe.train_items + recipe.heldout_items, recipe.caption_share,
+                        exclude)
+    digest = corpus_hash(items)
+    for preset in SHIPPED_PRESETS:
+        corpus = read_manifest(preset)["corpus"]
+        assert corpus["sha256"] == digest, f"the corpus changed since {preset} was pretrained"
+        assert corpus["downstream_images_excluded"] == len(exclude)
