@@ -7,7 +7,12 @@ know which trial must come out best.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +88,30 @@ def run_fake_sweep(configs: list[dict[str, Any]], callback: tune.Callback,
                                   verbose=0),
     )
     return tuner.fit()
+
+
+def crash_driver_when(command: list[str], cwd: Path, env: dict[str, str],
+                      ready: Callable[[], bool], settle_s: float = 0.0,
+                      timeout_s: float = 300.0) -> bool:
+    """Start a sweep driver in its own session, wait until ``ready()`` (at most ``timeout_s``),
+    give it ``settle_s`` more (e.g. for Tune's experiment-state snapshot), then SIGKILL the
+    driver alone, as a crash would. Whatever Ray processes it leaves behind belong to its
+    session and are killed afterwards, so nothing outlives the test. Returns whether ``ready()``
+    held: the caller asserts on it after the cleanup."""
+    driver = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (was_ready := ready()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not was_ready:
+            return False
+        time.sleep(settle_s)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only
+        driver.wait(timeout=30)
+        return True
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from _fake_sweep import crash_driver_when
 
 from orchestrator.driver.scheduler_state import state_uri
 
@@ -71,21 +70,9 @@ def test_resumed_asha_sweep_stops_the_same_trials(tmp_path):
     assert 2 <= sum(s == "stopped" for s in expected.values()) < N_TRIALS
 
     state = Path(state_uri(str(tmp_path / "cut" / "rr" / "sweep-asha")))
-    first = subprocess.Popen(command(tmp_path, "cut"), cwd=REPO, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while len(stopped_now(state)) < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        at_kill = stopped_now(state)
-        os.kill(first.pid, signal.SIGKILL)  # the driver only, as a crash would
-        first.wait(timeout=30)
-    finally:
-        try:  # Ray processes the killed driver leaves behind belong to this test's session
-            os.killpg(first.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert at_kill, "ASHA stopped no trial before the deadline"
+    ready = crash_driver_when(command(tmp_path, "cut"), REPO, env, lambda: len(stopped_now(state)) >= 1)
+    at_kill = stopped_now(state)  # the driver that writes it is dead: what the crash left
+    assert ready, "ASHA stopped no trial before the deadline"
     second = subprocess.run(command(tmp_path, "cut", "--resume"), cwd=REPO, env=env,
                             timeout=600, capture_output=True, text=True, start_new_session=True)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from _fake_sweep import crash_driver_when
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.orchestrator.fake_trainable:fake_trial"
@@ -44,21 +43,10 @@ def test_sigkill_then_resume_finishes_without_rerunning_or_duplicating(tmp_path)
     trial_log = tmp_path / "trials.log"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FAKE_TRIAL_SLEEP_S": "1.5",
            "FAKE_TRIAL_LOG": str(trial_log)}
-    first = subprocess.Popen(command(tmp_path), cwd=REPO, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while finished_trials(tmp_path) < 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert finished_trials(tmp_path) >= 1, "no trial finished before the deadline"
-        time.sleep(2.0)  # let the experiment state (snapshotted every ~1 s) record it
-        os.kill(first.pid, signal.SIGKILL)  # the driver only, as a crash would
-        first.wait(timeout=30)
-    finally:
-        try:  # Ray processes the killed driver leaves behind belong to this test's session
-            os.killpg(first.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    # once a trial has finished, 2 s more let Tune's experiment state (snapshotted every ~1 s) record it
+    ready = crash_driver_when(command(tmp_path), REPO, env, lambda: finished_trials(tmp_path) >= 1,
+                              settle_s=2.0)
+    assert ready, "no trial finished before the deadline"
     done_before = [line.split()[1] for line in trial_log.read_text().splitlines() if line.startswith("end ")]
     assert 1 <= len(done_before) < N_TRIALS
 
