@@ -296,3 +296,24 @@ def test_final_evaluation_scores_val_now_when_no_best_scores_were_kept(monkeypat
     # choice NLL: -log softmax(-nll) of the gold answer; 1 problem [0.5, 2.0], 9 at [2.0, 0.5]
     choice = (math.log(1 + math.exp(-1.5)) + 9 * (1.5 + math.log(1 + math.exp(-1.5)))) / 10
     assert metrics["test_choice_nll"] == pytest.approx(choice)
+
+
+def test_the_first_report_carries_the_model_accounting_and_the_fitted_settings(monkeypatch):
+    seen = {}
+
+    class Counts:
+        def as_metrics(self):
+            return {"trainable_params": 12, "total_params": 1000}
+
+    def count_parameters(model, peft, family):
+        seen.update(model=model, peft=peft, family=family)
+        return Counts()
+
+    monkeypatch.setattr(loop, "count_parameters", count_parameters)
+    cfg = _cfg()
+    trial = _trial(cfg)
+    trial.spec = SimpleNamespace(family="t5-family")
+    trial.settings = SimpleNamespace(metrics=lambda: {"batch_size": 3, "activation_checkpointing": True})
+    assert loop._param_metrics(trial) == {"trainable_params": 12, "total_params": 1000,
+                                          "batch_size": 3, "activation_checkpointing": True}
+    assert seen == {"model": trial.model, "peft": cfg.peft, "family": "t5-family"}

@@ -1,4 +1,6 @@
 """The batched, prefix-shared scorer equals one full forward per candidate, and shares work."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from trainables.families import family_spec
 from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
-from trainables.scoring import score_candidates, score_naive
+from trainables.scoring import ScoreResult, score_candidates, score_naive
 from trainables.step import Precision, unwrap
 
 FP32 = Precision("cpu", None)
@@ -83,16 +85,20 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
     assert seen.get("cross_k", [4]) == [4]
 
 
-def _fixed_nll(monkeypatch, nll_of):
+def _fixed_nll(monkeypatch, nll_of) -> list[tuple]:
     """candidate_nll replaced: the NLL of candidate c of a problem is nll_of(pid, c), so the
-    ranking rule and the batching around it are checked against numbers the test chose."""
+    ranking rule and the batching around it are checked against numbers the test chose.
+    Returns the calls: (model, pids, spec, precision) each."""
     import trainables.scoring as scoring
+    calls = []
 
     def candidate_nll(model, problems, pixel_values, spec, precision):
         assert pixel_values.shape[0] == len(problems)
+        calls.append((model, [p.pid for p in problems], spec, precision))
         return torch.tensor([nll_of(p.pid, c) for p in problems for c in range(len(p.candidate_ids))])
 
     monkeypatch.setattr(scoring, "candidate_nll", candidate_nll)
+    return calls
 
 
 def test_the_lowest_nll_candidate_wins_and_accuracy_counts_hits(lora_bundle, monkeypatch):
@@ -117,15 +123,27 @@ def test_batched_scoring_returns_results_in_the_problems_order(lora_bundle, monk
     bundle, model = lora_bundle
     problems = _problems(bundle, n=6)  # prefixes of six different lengths, shuffled below
     problems = [problems[i] for i in (3, 0, 5, 1, 4, 2)]
-    _fixed_nll(monkeypatch, lambda pid, c: 10.0 * int(pid[1:]) + (c + int(pid[1:])) % 2)
+    calls = _fixed_nll(monkeypatch, lambda pid, c: 10.0 * int(pid[1:]) + (c + int(pid[1:])) % 2)
     chunks: list[int] = []
 
     def pixels_for(chunk):
         chunks.append(len(chunk))
         return torch.zeros(len(chunk), 3, 32, 32)
 
-    result = score_in_batches(model, problems, pixels_for, TokenSpec.from_bundle(bundle), FP32, batch_size)
+    spec = TokenSpec.from_bundle(bundle)
+    result = score_in_batches(model, problems, pixels_for, spec, FP32, batch_size)
     numbers = [int(p.pid[1:]) for p in problems]
     assert [row[0] for row in result.scores] == [10.0 * n + n % 2 for n in numbers]
     assert result.predictions == [n % 2 for n in numbers]  # odd n: candidate 1 is lowest
     assert chunks == [min(batch_size, 6 - i) for i in range(0, 6, batch_size)]
+    # chunks group similar prefix lengths: p<i> has the i-th shortest prefix (_problems)
+    pids = [f"p{i}" for i in range(6)]
+    assert [c[1] for c in calls] == [pids[i: i + batch_size] for i in range(0, 6, batch_size)]
+    assert all(c[0] is model and c[2] is spec and c[3] is FP32 for c in calls)
+
+
+def test_accuracy_is_hits_over_problems():
+    problems = [SimpleNamespace(answer_index=a) for a in (1, 0, 2)]
+    assert ScoreResult([1, 1, 2], [[]] * 3).accuracy(problems) == pytest.approx(2 / 3)
+    assert ScoreResult([1], [[]]).accuracy(problems[:1]) == 1.0
+    assert ScoreResult([], []).accuracy([]) == 0.0
