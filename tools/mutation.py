@@ -109,16 +109,19 @@ def write_scratch(name: str, target: Target) -> Path:
 
 
 def run_module(name: str, target: Target, children: int, fresh: bool,
-               survivors: bool = False) -> dict:
+               survivors: bool = False, only: tuple[str, ...] = ()) -> dict:
     """Run mutmut for one module; returns its counts, read from mutmut's result files.
-    ``survivors``: retest only the mutants an earlier run did not kill (after new tests)."""
+    ``survivors``: retest only the mutants an earlier run did not kill (after new tests).
+    ``only``: mutmut name globs (e.g. 'trainables.data.records.*') that bound the run to
+    part of a module; the rest stays 'not checked' in the counts."""
     work = write_scratch(name, target)
     if fresh:
         shutil.rmtree(work / "mutants", ignore_errors=True)
-    again: list[str] = []
+    again: list[str] = list(only)
     if survivors and (work / "mutants").is_dir():
         again = sorted(m for m, s in read_statuses(work, target).items()
-                       if s not in ("killed", "timeout"))
+                       if s not in ("killed", "timeout")
+                       and (not only or any(fnmatch.fnmatch(m, g) for g in only)))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": ""}  # mutmut puts mutants/ first; the work tree must not shadow it
     started = time.monotonic()
@@ -150,19 +153,21 @@ def function_of(mutant: str) -> str:
 
 
 def summarise(name: str, target: Target, statuses: dict[str, str], seconds: float) -> dict:
-    """Counts and kill rate over the core (non-glue) mutants; a timeout counts as killed (the
-    mutant hung the tests), 'no tests' as not killed (nothing guards that line)."""
+    """Counts and kill rate over the checked core (non-glue) mutants; a timeout counts as killed
+    (the mutant hung the tests), 'no tests' as not killed (nothing guards that line)."""
     core = {m: s for m, s in statuses.items()
             if not any(fnmatch.fnmatch(function_of(m), g) for g in target.glue)}
     count = {s: sum(v == s for v in core.values()) for s in set(core.values())}
     killed = count.get("killed", 0) + count.get("timeout", 0)
-    return {"module": name, "kill_rate": round(killed / len(core), 4) if core else None,
+    checked = len(core) - count.get("not checked", 0)  # a bounded (--only) or stopped run
+    return {"module": name, "kill_rate": round(killed / checked, 4) if checked else None,
             "generated": len(statuses), "core": len(core), "killed": killed,
             "survived": count.get("survived", 0), "no_tests": count.get("no tests", 0),
+            "not_checked": count.get("not checked", 0),
             "other": len(core) - killed - count.get("survived", 0) - count.get("no tests", 0),
             "glue": len(statuses) - len(core), "seconds": round(seconds, 1),
             "not_killed": sorted(f"{m}: {s}" for m, s in core.items()
-                                 if s not in ("killed", "timeout"))}
+                                 if s not in ("killed", "timeout", "not checked"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--survivors", action="store_true",
                         help="retest only the mutants the last run did not kill (after adding tests)")
+    parser.add_argument("--only", action="append", default=[], metavar="GLOB",
+                        help="mutmut mutant-name glob bounding the run (repeatable), e.g. "
+                             "'trainables.data.records.*'")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
@@ -185,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     results, failed = [], []
     for name in args.modules or TARGETS:
         try:  # one module's mutmut failure (e.g. its stats run) must not cost the others' runs
-            results.append(run_module(name, TARGETS[name], args.children, args.fresh, args.survivors))
+            results.append(run_module(name, TARGETS[name], args.children, args.fresh, args.survivors,
+                                      tuple(args.only)))
         except SystemExit as err:
             failed.append(name)
             print(err, file=sys.stderr)
@@ -193,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         rate = "-" if r["kill_rate"] is None else f"{100 * r['kill_rate']:5.1f}%"
         print(f"{r['module']:11} generated {r['generated']:4} (core {r['core']:4}, glue "
               f"{r['glue']:3})  killed {r['killed']:4}  survived {r['survived']:3}  no tests "
-              f"{r['no_tests']:3}  kill rate {rate}  ({r['seconds']:.0f} s)")
+              f"{r['no_tests']:3}  not checked {r['not_checked']:3}  kill rate {rate}  "
+              f"({r['seconds']:.0f} s)")
         for s in r["not_killed"]:
             print(f"{'':11} not killed: {s}")
         if r["glue"]:
-            print(f"{'':11} glue (not counted; guarded by the integration or real-model tests): {', '.join(TARGETS[r['module']].glue)}")
+            print(f"{'':11} glue (not counted; guarded by the integration or real-model tests): "
+                  f"{', '.join(TARGETS[r['module']].glue)}")
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k != "not_killed"}))
     if failed:

@@ -74,6 +74,10 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
         seen["cross_k"] = []
         key_proj = m.language_model.get_decoder().block[0].layer[1].EncDecAttention.k
         hooks.append(key_proj.register_forward_hook(lambda mod, a, out: seen["cross_k"].append(a[0].shape[0])))
+    else:  # the prefix pass projects only its last position to the vocabulary
+        seen["head"] = []
+        hooks.append(m.language_model.get_output_embeddings().register_forward_hook(
+            lambda mod, a, out: seen["head"].append(a[0].shape[1])))
     try:
         score_candidates(model, problems, torch.randn(4, 3, 32, 32), TokenSpec.from_bundle(bundle), FP32)
     finally:
@@ -83,6 +87,7 @@ def test_vision_and_prefix_run_once_per_problem(lora_bundle):
     prefix_passes = [e for e in seen["llm"] if e is not None]
     assert len(prefix_passes) == 1 and prefix_passes[0].shape[0] == 4  # prefix once per problem
     assert seen.get("cross_k", [4]) == [4]
+    assert seen.get("head", [1, 0])[0] == 1
 
 
 def _fixed_nll(monkeypatch, nll_of) -> list[tuple]:
