@@ -200,9 +200,10 @@ class Steps:
     """Stand-ins for collate_train / train_step that record each optimizer step's micro-batches
     (as problem ids) and the global RNG's next draw (what dropout would use)."""
 
-    def __init__(self, losses: list[float]) -> None:
+    def __init__(self, losses: list[float], extra_draws: int = 0) -> None:
         self.losses, self.steps, self.dropout, self.args = list(losses), [], [], set()
         self.augment: list[float] = []
+        self.extra_draws = extra_draws  # global-RNG draws a step makes besides this one (another model)
 
     def train_inputs(self, chunk, gen):
         self.augment.append(float(torch.rand(1, generator=gen)))  # what augmentation would draw
@@ -217,13 +218,14 @@ class Steps:
         self.args.update({("model", model), ("optimizer", optimizer), ("precision", precision),
                           ("scaler", scaler)})
         self.steps.append(micro)
+        torch.rand(self.extra_draws)
         self.dropout.append(float(torch.rand(1)))
         loss = self.losses.pop(0)
         return SimpleNamespace(loss=loss, samples=sum(map(len, micro)), finite=math.isfinite(loss))
 
 
-def _epoch(monkeypatch, epoch=0, seed=1, losses=(1.0,) * 4, n=10):
-    steps = Steps(list(losses))
+def _epoch(monkeypatch, epoch=0, seed=1, losses=(1.0,) * 4, n=10, extra_draws=0):
+    steps = Steps(list(losses), extra_draws)
     monkeypatch.setattr(loop, "collate_train", steps.collate)
     monkeypatch.setattr(loop, "train_step", steps.step)
     cfg = _cfg(seed=seed, batch_size=2, grad_accum=2)  # effective batch 4
@@ -254,6 +256,15 @@ def test_an_epoch_is_one_seeded_shuffled_pass_in_steps_of_the_effective_batch(mo
     for other in (other_epoch, other_seed):
         assert other.steps != steps.steps and other.dropout != steps.dropout
         assert other.augment != steps.augment
+
+
+def test_data_order_and_augmentation_do_not_depend_on_what_the_steps_draw(monkeypatch):
+    """Cells of one seed see the same order and augmentations whatever their model draws from
+    the global RNG (dropout): they come from the epoch's own generator."""
+    plain, _, _ = _epoch(monkeypatch)
+    greedy, _, _ = _epoch(monkeypatch, extra_draws=5)
+    assert greedy.dropout != plain.dropout  # the steps did draw differently
+    assert greedy.steps == plain.steps and greedy.augment == plain.augment
 
 
 def test_an_epoch_stops_at_the_first_non_finite_loss(monkeypatch):
