@@ -1,4 +1,5 @@
 """The batched, prefix-shared scorer equals one full forward per candidate, and shares work."""
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -58,6 +59,22 @@ def test_batched_scores_equal_naive_full_forward(lora_bundle):
     # a single problem scored alone gets the same scores as inside the batch (padding is inert)
     alone = score_candidates(model, problems[2:3], pixels[2:3], spec, FP32)
     assert torch.allclose(torch.tensor(alone.scores[0]), torch.tensor(fast.scores[2]), atol=1e-4)
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_candidates_of_one_or_two_tokens_score_as_the_naive_forward(lora_bundle, length):
+    """Edge of the prefix-cache path: every candidate a single token (scored from the prefix's
+    last logits alone) or two (one token after the prefix)."""
+    bundle, model = lora_bundle
+    eos = int(bundle.llm_tokenizer.eos_token_id)
+    cands = tuple((7 + j,) if length == 1 else (7 + j, eos) for j in range(3))
+    problems = [dataclasses.replace(p, candidate_ids=cands) for p in _problems(bundle, n=3)]
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    spec = TokenSpec.from_bundle(bundle)
+    fast = score_candidates(model, problems, pixels, spec, FP32)
+    slow = score_naive(model, problems, pixels, spec, FP32)
+    for a, b in zip(fast.scores, slow.scores):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=1e-5)
 
 
 def test_vision_and_prefix_run_once_per_problem(lora_bundle):
