@@ -46,6 +46,19 @@ def test_iconqa_walk_mode_equals_index_mode(shared: Path, tmp_path: Path) -> Non
     assert sorted(walked, key=lambda r: r.pid) == sorted(indexed, key=lambda r: r.pid)
 
 
+def test_iconqa_walk_mode_orders_problems_by_numeric_pid(iconqa_copy: Path) -> None:
+    """Without index files the tree is walked; pids are numbers, so '7' comes before '44'
+    (not after it, as plain string order would put it)."""
+    for index in ("pid_splits.json", "problems.json"):
+        (iconqa_copy / "iconqa_data" / index).unlink()
+    records = load_iconqa(iconqa_copy)
+    by_split = {s: [r.pid for r in records if r.split == s] for s in ("train", "val", "test")}
+    assert sum(map(len, by_split.values())) == len(records) >= 10
+    assert any(sorted(pids) != pids for pids in by_split.values())  # string order differs
+    for pids in by_split.values():
+        assert pids == sorted(pids, key=int)
+
+
 def test_shipped_samples_load_with_their_demo_splits() -> None:
     sqa = load_scienceqa(ASSETS / "scienceqa")
     assert [sum(r.split == s for r in sqa) for s in ("train", "val", "test")] == [12, 6, 6]
