@@ -66,6 +66,7 @@ class Script:
             picks = [min(epoch - 1, 1), 1]
             scores = [[float(epoch), 2.0], [3.0, 1.0]]
             return self.val[epoch - 1], ScoreResult(picks, scores)
+        assert split == "test", split
         right = range(10)[:epoch]
         return -1.0, ScoreResult([0 if i in right else 1 for i in range(10)],
                                  [[0.5 * epoch, 2.0] if i in right else [2.0, 0.5] for i in range(10)])
