@@ -53,6 +53,7 @@ class Script:
     def __init__(self, val: list[float], losses: list[list[float]] | None = None) -> None:
         self.val, self.losses = val, losses or [[1.0]] * len(val)
         self.trained: list[int] = []
+        self.scored: list[tuple[str, int]] = []  # (split, the state's epoch) per evaluate call
 
     def train_epoch(self, trial, optimizer, epoch):
         with torch.no_grad():
@@ -62,6 +63,7 @@ class Script:
 
     def evaluate(self, trial, split):
         epoch = round(_weight(trial))
+        self.scored.append((split, epoch))
         if split == "val":  # picks: epoch 1 [0, 1], epoch 2 [1, 1], ...
             picks = [min(epoch - 1, 1), 1]
             scores = [[float(epoch), 2.0], [3.0, 1.0]]
@@ -98,7 +100,10 @@ def _run(monkeypatch, cfg, script, keep: Path | None = None, stop_after: int | N
 
 
 def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch, tmp_path):
-    reports, dirs, trial = _run(monkeypatch, _cfg(), Script([0.5, 0.75, 0.25]), keep=tmp_path)
+    script = Script([0.5, 0.75, 0.25])
+    reports, dirs, trial = _run(monkeypatch, _cfg(), script, keep=tmp_path)
+    # val once per epoch; the final report reuses the best epoch's val scores (no extra pass)
+    assert script.scored == [("val", 1), ("val", 2), ("val", 3), ("test", 2)]
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     assert [r["val_acc"] for r in reports] == [0.5, 0.75, 0.25]
     assert [r["best_val_acc"] for r in reports] == [0.5, 0.75, 0.75]
@@ -308,6 +313,20 @@ def test_final_evaluation_scores_val_now_when_no_best_scores_were_kept(monkeypat
     # choice NLL: -log softmax(-nll) of the gold answer; 1 problem [0.5, 2.0], 9 at [2.0, 0.5]
     choice = (math.log(1 + math.exp(-1.5)) + 9 * (1.5 + math.log(1 + math.exp(-1.5)))) / 10
     assert metrics["test_choice_nll"] == pytest.approx(choice)
+
+
+def test_final_evaluation_reports_the_test_accuracy_per_category(monkeypatch):
+    monkeypatch.setattr(loop, "evaluate", Script([0.5, 0.5, 0.5]).evaluate)
+    trial = _trial(_cfg())
+    trial.categories = {f"t{i}": ("NAT", "G1-6") if i < 5 else ("SOC", "G7-12") for i in range(10)}
+    trial.categories["p0"] = ("LAN",)
+    with torch.no_grad():
+        trial.model.weight.fill_(3.0)  # the state of epoch 3: test problems t0, t1, t2 right
+    metrics, table = loop.final_evaluation(trial, {})
+    cats = {k: v for k, v in metrics.items() if "/" in k}
+    assert cats == {"test_acc/NAT": 0.6, "test_acc/G1-6": 0.6, "test_acc/SOC": 0.0, "test_acc/G7-12": 0.0}
+    rows = table.to_pydict()
+    assert rows["categories"][0] == ["LAN"] and rows["categories"][2] == ["NAT", "G1-6"]
 
 
 def test_the_first_report_carries_the_model_accounting_and_the_fitted_settings(monkeypatch):
