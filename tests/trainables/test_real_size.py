@@ -10,7 +10,7 @@ estimate for exactly that configuration (orchestrator.driver.plan.memory_estimat
 Vicuna-7B keeps its full width (4096, 32 heads, FFN 11008, vocabulary 32064) but 16 of its 32
 layers: all 32 are 13 GB of bf16 weights on top of 2.6 GB for the ViT/Q-Former/embeddings, more
 than the ~14 GB one test may take on the 24 GB CI machine. Flan-T5-XL runs at full depth.
-Run locally under the shared machine's lock: ``flock /work/coord/heavy.lock pytest -m slow ...``.
+On a shared machine run it alone (e.g. under a lock held by every heavy job: ``flock LOCKFILE pytest -m slow ...``).
 """
 from __future__ import annotations
 
