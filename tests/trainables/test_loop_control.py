@@ -75,7 +75,7 @@ class Script:
 
 
 def _run(monkeypatch, cfg, script, keep: Path | None = None, stop_after: int | None = None,
-         resume_from: Path | None = None, trial=None):
+         resume_from: Path | None = None, trial=None, build: bool = False, **run_kwargs):
     monkeypatch.setattr(loop, "train_epoch", script.train_epoch)
     monkeypatch.setattr(loop, "evaluate", script.evaluate)
     monkeypatch.setattr(loop, "_param_metrics", lambda t: {"trainable_params": 1})
@@ -89,12 +89,13 @@ def _run(monkeypatch, cfg, script, keep: Path | None = None, stop_after: int | N
         if metrics["epoch"] == stop_after:
             raise KeyboardInterrupt
 
-    trial = trial or _trial(cfg)
+    if not build:  # else run_trial builds its trial (with the test's stand-in build_trial)
+        trial = trial or _trial(cfg)
     if stop_after is not None:
         with pytest.raises(KeyboardInterrupt):
             loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from)
         return reports, dirs, trial
-    final = loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from)
+    final = loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from, **run_kwargs)
     assert final == reports[-1]
     return reports, dirs, trial
 
@@ -130,6 +131,21 @@ def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch,
 def test_a_tie_keeps_the_earlier_epoch(monkeypatch):
     reports, _, trial = _run(monkeypatch, _cfg(epochs=2), Script([0.5, 0.5]))
     assert (reports[-1]["best_epoch"], reports[-1]["test_acc"]) == (1, 0.1)
+
+
+@pytest.mark.parametrize("kwargs, device, budget", [({}, "cpu", None),
+                                                    ({"device": "cuda:1", "memory_budget": 2**30}, "cuda:1", 2**30)])
+def test_without_a_trial_run_trial_builds_one_on_the_device_within_the_budget(monkeypatch, kwargs, device,
+                                                                               budget):
+    cfg, built = _cfg(epochs=1), []
+
+    def build_trial(c, d, memory_budget=None):
+        built.append((c, d, memory_budget))
+        return _trial(c)
+
+    monkeypatch.setattr(loop, "build_trial", build_trial)
+    reports, _, _ = _run(monkeypatch, cfg, Script([0.5]), build=True, **kwargs)
+    assert built == [(cfg, device, budget)] and reports[-1]["done"]
 
 
 def test_every_epoch_reports_its_metrics(monkeypatch):
