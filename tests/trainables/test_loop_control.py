@@ -54,11 +54,13 @@ class Script:
         self.val, self.losses = val, losses or [[1.0]] * len(val)
         self.trained: list[int] = []
         self.scored: list[tuple[str, int]] = []  # (split, the state's epoch) per evaluate call
+        self.optimizer: list[list[tuple]] = []  # (lr, weight_decay, betas) per group, per epoch
 
     def train_epoch(self, trial, optimizer, epoch):
         with torch.no_grad():
             trial.model.weight.fill_(float(epoch + 1))
         self.trained.append(epoch)
+        self.optimizer.append([(g["lr"], g["weight_decay"], g["betas"]) for g in optimizer.param_groups])
         return list(self.losses[epoch]), 8
 
     def evaluate(self, trial, split):
@@ -146,6 +148,14 @@ def test_without_a_trial_run_trial_builds_one_on_the_device_within_the_budget(mo
     monkeypatch.setattr(loop, "build_trial", build_trial)
     reports, _, _ = _run(monkeypatch, cfg, Script([0.5]), build=True, **kwargs)
     assert built == [(cfg, device, budget)] and reports[-1]["done"]
+
+
+def test_the_optimizer_follows_the_config_and_the_linear_lr_decay(monkeypatch):
+    script = Script([0.5, 0.6, 0.7])
+    _run(monkeypatch, _cfg(lr=3e-3, weight_decay=0.25), script)
+    betas = (0.9, 0.999)  # the tiny-t5 recipe's (trainables.defaults)
+    # paper schedule: lr0 * (1 - e / 3) for epochs e = 0, 1, 2; the one-weight model is 2-D: decayed
+    assert script.optimizer == [[(pytest.approx(lr), 0.25, betas)] for lr in (3e-3, 2e-3, 1e-3)]
 
 
 def test_every_epoch_reports_its_metrics(monkeypatch):
