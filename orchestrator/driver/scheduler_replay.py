@@ -14,7 +14,7 @@ recorded time). For every setting the replay reports:
   within 1 SE    groups in which that cell's validation accuracy is within one binomial
                  standard error sqrt(p (1 - p) / n_val) of FIFO's best p.
 
-    python -m orchestrator.driver.scheduler_replay record --storage DIR/rr/sweep-full_grid --out curves.json
+    python -m orchestrator.driver.scheduler_replay record --storage DIR/rr/sweep-full_grid [...] --out curves.json
     python -m orchestrator.driver.scheduler_replay replay --curves curves.json [--concurrency 1 2 4]
 
 The curves are a JSON file: ``provenance`` (what was run, where, when) and one entry per trial
@@ -170,35 +170,60 @@ def replay_table(curves: Sequence[Curve], grid: Sequence[AshaSettings],
 
 
 # -- recording and files ----------------------------------------------------------------------
-def record(experiment_dir: Path, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The curves of a FIFO sweep's Tune experiment directory (one result.json per trial).
+def record(experiment_dirs: Sequence[Path], provenance: dict[str, Any]) -> dict[str, Any]:
+    """The complete curves in Tune experiment directories (one result.json per trial).
 
-    Only finished trials (last report done or diverged) are kept: a trial still running or cut
-    off by an interruption has a partial curve, and replaying it as complete would misjudge it.
-    Their names are in the returned ``unfinished``.
+    Only finished trials (the loop's own final report, or diverged) are kept: a trial still
+    running, cut off by an interruption or stopped by ASHA (Tune marks it done too) has a partial
+    curve, and replaying it as complete would misjudge it; their names are in ``unfinished``.
+    Several directories of the same code and seeds may be combined (e.g. an ASHA sweep's trials
+    that ran to their end plus a FIFO run of the ones it stopped): training is deterministic per
+    seed, so a cell finished in two of them must have the same curve (else ValueError). A cell's
+    ``index`` (the replay's grid order) is its cell_index in the first directory that holds it:
+    list a full-grid run first.
     """
+    curves: dict[tuple, dict[str, Any]] = {}
+    index: dict[tuple, int] = {}
+    unfinished: list[tuple[str, tuple]] = []
+    for directory in experiment_dirs:
+        for result in sorted(Path(directory).glob("*/result.json")):
+            params = json.loads((result.parent / "params.json").read_text())
+            key = tuple(params.get(k) for k in CONFIG_KEYS)
+            index.setdefault(key, params.get("cell_index", len(index)))
+            trial = _finished_curve(result, params)
+            if trial is None:
+                unfinished.append((f"{Path(directory).name}/{result.parent.name}", key))
+            elif key not in curves:
+                curves[key] = trial
+            elif _val_reports(curves[key]) != _val_reports(trial):
+                raise ValueError(f"{result.parent}: its curve differs from the same cell's in an "
+                                 f"earlier directory: not the same code and seed")
+    if not curves:
+        raise ValueError(f"{', '.join(map(str, experiment_dirs))}: no finished trial with "
+                         f"validation reports")
+    trials = [{**t, "index": index[k]} for k, t in sorted(curves.items(), key=lambda kv: index[kv[0]])]
+    missing = [name for name, key in unfinished if key not in curves]  # not finished anywhere
+    return {"provenance": provenance, "trials": trials, "unfinished": missing}
+
+
+def _finished_curve(result: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """One trial's curve as the fixture stores it, or None when the trial did not finish."""
     from orchestrator.driver.retune import val_size
+    from orchestrator.results.model import is_final_report
     from orchestrator.tracking.mlflow_runs import parse_config
-    trials: list[dict[str, Any]] = []
-    unfinished: list[str] = []
-    for result in sorted(Path(experiment_dir).glob("*/result.json")):
-        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        params = json.loads((result.parent / "params.json").read_text())
-        by_epoch = {int(r["epoch"]): r for r in rows if r.get("val_acc") is not None}
-        if not by_epoch or not (rows[-1].get("done") or rows[-1].get("diverged")):
-            unfinished.append(result.parent.name)  # in flight: a partial curve is no curve
-            continue
-        epochs = [{k: (round(float(v), 6) if isinstance(v, float) else v)
-                   for k, v in by_epoch[e].items() if k in EPOCH_KEYS} for e in sorted(by_epoch)]
-        trials.append({"index": params.get("cell_index", len(trials)),
-                       "config": {k: params.get(k) for k in CONFIG_KEYS},
-                       "n_val": val_size(parse_config(params)), "epochs": epochs,
-                       "test_acc": rows[-1].get("test_acc"),
-                       "diverged": bool(rows[-1].get("diverged"))})
-    if not trials:
-        raise ValueError(f"{experiment_dir}: no trial result.json with validation reports")
-    trials.sort(key=lambda t: t["index"])
-    return {"provenance": provenance, "trials": trials, "unfinished": unfinished}
+    rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+    by_epoch = {int(r["epoch"]): r for r in rows if r.get("val_acc") is not None}
+    if not by_epoch or not (is_final_report(rows[-1]) or rows[-1].get("diverged")):
+        return None
+    epochs = [{k: (round(float(v), 6) if isinstance(v, float) else v)
+               for k, v in by_epoch[e].items() if k in EPOCH_KEYS} for e in sorted(by_epoch)]
+    return {"config": {k: params.get(k) for k in CONFIG_KEYS},
+            "n_val": val_size(parse_config(params)), "epochs": epochs,
+            "test_acc": rows[-1].get("test_acc"), "diverged": bool(rows[-1].get("diverged"))}
+
+
+def _val_reports(trial: dict[str, Any]) -> list[tuple]:
+    return [(e["epoch"], e.get("val_acc"), e.get("val_gold_nll")) for e in trial["epochs"]]
 
 
 def dump_curves(data: dict[str, Any]) -> str:
@@ -245,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="curves of a FIFO sweep -> JSON")
-    rec.add_argument("--storage", type=Path, required=True,
-                     help="the Tune experiment directory (<storage>/<sweep name>)")
+    rec.add_argument("--storage", type=Path, required=True, nargs="+",
+                     help="Tune experiment directories (<storage>/<sweep name>), the full-grid "
+                          "run first; a cell's curve comes from the first that finished it")
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE")
     rep = sub.add_parser("replay", help="replay ASHA settings on recorded curves")

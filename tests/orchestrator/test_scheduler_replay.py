@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from orchestrator.driver.scheduler_replay import (
     Curve,
     load_curves,
@@ -81,12 +83,13 @@ def test_record_reads_a_tune_experiment(tmp_path):
     (trial / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
     running = tmp_path / "exp" / "t1"  # still in flight (or cut off): its curve is partial
     running.mkdir()
-    (running / "params.json").write_text((trial / "params.json").read_text())
+    (running / "params.json").write_text(
+        (trial / "params.json").read_text().replace('"rank": 0', '"rank": 1'))
     (running / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
     reports[-1].update(test_acc=0.4, done=True)
     (trial / "result.json").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
-    data = record(tmp_path / "exp", {"commit": "abc"})
-    assert data["provenance"] == {"commit": "abc"} and data["unfinished"] == ["t1"]
+    data = record([tmp_path / "exp"], {"commit": "abc"})
+    assert data["provenance"] == {"commit": "abc"} and data["unfinished"] == ["exp/t1"]
     (t,) = data["trials"]
     assert t["n_val"] == 96 and t["test_acc"] == 0.4 and len(t["epochs"]) == 2
     assert "time_total_s" not in t["epochs"][0]
@@ -97,6 +100,36 @@ def test_record_reads_a_tune_experiment(tmp_path):
     assert json.loads(text) == data and text.splitlines()[-3] == json.dumps(
         t, sort_keys=True, separators=(",", ":"))
     assert load_curves(out)[1][0].best_val_acc(2) == 0.5
+
+
+def _trial_dir(exp: Path, name: str, index: int, rank: int, accs: list[float], final: bool) -> None:
+    trial = exp / name
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps(
+        {"cell_index": index, "benchmark": "synth-iconqa", "llm": "tiny-t5", "method": "llm_lora",
+         "sublayer": "all", "rank": rank, "lr": None, "seed": 0}))
+    rows = [{"epoch": e, "val_acc": a, "best_val_acc": a, "train_loss": 1.0, "val_gold_nll": 1 - a,
+             "epoch_time_s": 1.0} for e, a in enumerate(accs, start=1)]
+    rows[-1]["done"] = True  # Tune marks an ASHA-stopped trial's last result done as well
+    if final:
+        rows[-1].update(test_acc=0.5, best_epoch=len(accs))
+    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_record_combines_runs_of_the_same_seeds(tmp_path):
+    """An ASHA run's finished trials + a FIFO run of the cells it stopped = every full curve."""
+    asha, fifo = tmp_path / "asha", tmp_path / "fifo"
+    _trial_dir(asha, "a0", 0, 1, [0.5, 0.6, 0.7], final=True)
+    _trial_dir(asha, "a1", 1, 2, [0.4, 0.45], final=False)  # stopped by ASHA: a partial curve
+    _trial_dir(asha, "a2", 2, 4, [0.3], final=False)  # stopped, and not rerun
+    _trial_dir(fifo, "f0", 0, 2, [0.4, 0.45, 0.8], final=True)  # its own index 0: not the grid's
+    data = record([asha, fifo], {})
+    assert [(t["index"], t["config"]["rank"], len(t["epochs"])) for t in data["trials"]] == \
+        [(0, 1, 3), (1, 2, 3)]
+    assert data["unfinished"] == ["asha/a2"]
+    _trial_dir(tmp_path / "other", "o0", 0, 1, [0.5, 0.6, 0.75], final=True)
+    with pytest.raises(ValueError, match="differs from the same cell's"):
+        record([asha, tmp_path / "other"], {})
 
 
 def test_tiny_defaults_keep_every_recorded_winner():
