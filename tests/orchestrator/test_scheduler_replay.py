@@ -132,19 +132,20 @@ def test_record_combines_runs_of_the_same_seeds(tmp_path):
         record([asha, tmp_path / "other"], {})
 
 
-def test_tiny_defaults_keep_every_recorded_winner():
-    # The evidence behind trainables.defaults.TINY_ASHA: replayed on the shipped FIFO curves
-    # (tiny recipe, 8 epochs) at 1, 2 and 4 trial slots, the defaults keep every recorded
-    # group's FIFO winner -- the setting the grace-1 default of before did not (it lost it).
+def test_tiny_defaults_follow_the_rule_on_the_recorded_curves():
+    # The evidence behind trainables.defaults.TINY_ASHA, replayed on the shipped FIFO curves (all
+    # 4 groups of the full grid, tiny recipe, 8 epochs) at 1, 2 and 4 trial slots: the defaults
+    # keep every group's FIFO winner, and no one-bracket setting that does trains fewer epochs.
     provenance, curves = load_curves(FIXTURE)
-    assert provenance["scheduler"] == "fifo" and len(curves) == 33 * len(provenance["groups"])
-    d = defaults.TINY_ASHA
-    chosen = AshaSettings(max_t=8, grace_period=d.grace_period, reduction_factor=d.reduction_factor,
-                          brackets=d.brackets, metric=d.metric)
-    old = AshaSettings(max_t=8, grace_period=1, reduction_factor=4)
-    (row, old_row) = replay_table(curves, [chosen, old], concurrencies=[1, 2, 4])
-    assert row["kept"] == row["groups"] == len(provenance["groups"])
-    assert old_row["kept"] < old_row["groups"]
-    assert row["trial_epochs"] < row["fifo_epochs"]
+    assert provenance["scheduler"] == "fifo" and len(curves) == 33 * len(provenance["groups"]) == 132
+    chosen = defaults.TINY_ASHA
+    grid = settings_grid(chosen.max_t, graces=[1, 2, 3], factors=[3, 8],
+                         metrics=["best_val_acc", "val_gold_nll"], brackets=[1])
+    assert chosen in grid
+    rows = replay_table(curves, grid, concurrencies=[1, 2, 4])
+    row = rows[grid.index(chosen)]
+    assert row["kept"] == row["groups"] == 4 and row["trial_epochs"] < row["fifo_epochs"] == 662
+    assert all(r["trial_epochs"] >= row["trial_epochs"] for r in rows if r["kept"] == 4)
+    assert [r["kept"] for r in rows if r["grace"] == 1] == [2, 3, 1, 3]  # epoch-1 rungs lose winners
     assert main(["replay", "--curves", str(FIXTURE), "--grace", "1", "--rf", "4",
                  "--metric", "best_val_acc", "--brackets", "1", "--concurrency", "2"]) == 0

@@ -206,16 +206,18 @@ def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
     space.write_text("methods: [baseline, {method: qformer_lora, sublayers: [ffn]}]\n"
                      "ranks: [1, 2, 4]\nllms: [flan-t5-xl]\nbenchmarks: [scienceqa, iconqa]\n"
                      "epochs: 3\n")
+    # --grace-period 2: a rung inside the 3-epoch budget (the tiny default's, 3, is at the
+    # budget itself and stops nobody), so ASHA stops trials here and their savings are counted.
     proc = run_cli(["--space", str(space), "--retune-samples", "3", "--seed", "1",
-                    "--price", "local=0.4"], tmp_path)
+                    "--price", "local=0.4", "--grace-period", "2"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     print(out[out.index("sweep summary"):])
     assert "8 cells:" in out and "0 failed" in out
     # The fake's planted divergent cell (qformer_lora/ffn r4) is retuned in both groups.
     assert "2 retuned (*)" in out
-    # The tiny recipe's first ASHA rung is at epoch 2 (trainables.defaults.asha_defaults: grace
-    # 2), after the planted cell reports diverged: the divergence rule retunes it.
+    # The ASHA rung is at epoch 2, after the planted cell reports diverged: the divergence rule
+    # retunes it.
     assert "synth-scienceqa|tiny-t5|qformer_lora/ffn|r4: trial reported diverged" in out
     assert "synth-iconqa|tiny-t5|qformer_lora/ffn|r4: trial reported diverged" in out
     assert "3 lrs tried; best lr" in out
@@ -250,7 +252,7 @@ def test_sweep_runs_grid_retunes_the_divergent_cell_and_summarises(tmp_path):
                   if r.data.tags["status"] == "stopped")
     assert parent["asha_trial_epochs_not_run"] == not_run
     assert all(int(r.data.metrics["stopped_at_epoch"]) == 2 for r in runs
-               if r.data.tags["status"] == "stopped")  # the one rung of a 3-epoch tiny sweep
+               if r.data.tags["status"] == "stopped")  # the one rung below the 3-epoch budget
     assert f"  14 trials: 0.0 GPU-s, {parent['total_cpu_seconds']:,.1f} CPU-s" in out
     assert f"saved by ASHA (upper bound): {not_run} trial-epochs not run" in out
     assert "saved by retuning only the starred cells (6 retune trials ran)" in out
