@@ -6,6 +6,7 @@ started); 3 every trial ran but MLflow writes, and so Table 1, are pending (trac
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.driver.interrupts import SweepStop
@@ -17,6 +18,13 @@ STORAGE_FULL = 4
 """Exit status: stopped before the storage filled up; resumable once space is freed."""
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this sweep: the same arguments, plus --resume once."""
+    argv = list(argv)
+    return " ".join(["python -m orchestrator.sweep", *argv]
+                    + ([] if "--resume" in argv else ["--resume"]))
+
+
 def interrupted(tracker: Any, stop: SweepStop, options: SweepOptions) -> int:
     """End an interrupted sweep honestly: parent run KILLED, no Table 1, the --resume command."""
     if tracker.parent_run_id is not None:
@@ -24,9 +32,7 @@ def interrupted(tracker: Any, stop: SweepStop, options: SweepOptions) -> int:
         if tracker.close(wait_s=10.0):
             print(f"MLflow: {tracker.outbox.pending} updates wait in {tracker.outbox.dir}; "
                   f"--resume writes them first")
-    argv = list(options.argv)
-    again = " ".join(["python -m orchestrator.sweep", *argv]
-                     + ([] if "--resume" in argv else ["--resume"]))
+    again = resume_command(options.argv)
     if stop.signum is not None:
         why, then = f"interrupted by {stop.name}", "Continue with"
     else:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from orchestrator.driver.endings import resume_command
 from orchestrator.results.model import ERROR, TrialResult, from_tune_result
 from trainables.config import TrialConfig
 
@@ -67,8 +68,7 @@ def grid_results(results: Sequence[Any], planned: Sequence[TrialConfig],
 def failed_message(failed: Sequence[Any], argv: Sequence[str]) -> str:
     """The failed cells and the command that reruns them (a resumed sweep reruns errored
     trials; finished ones are kept)."""
-    again = " ".join(["python -m orchestrator.sweep", *argv]
-                     + ([] if "--resume" in argv else ["--resume"]))
+    again = resume_command(argv)
     names = ", ".join(o.cell.id for o in failed[:5]) + (" ..." if len(failed) > 5 else "")
     return (f"\n{len(failed)} cell(s) failed ({names}); see their errors above and in MLflow. "
             f"Rerun them (finished trials are kept) with:\n  {again}")
