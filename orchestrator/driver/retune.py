@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.results.model import TrialResult, from_tune_result, select
+from orchestrator.driver.unreported import reported
+from orchestrator.results.model import TrialResult, select
 from trainables import defaults
 from trainables.config import TrialConfig
 
@@ -154,9 +155,8 @@ def retune_cell(row: TrialResult, reason: str, trainable: Callable, sweep_name: 
         tuner = tn.build_tuner(trainable, space, name, settings, scheduler,
                                search_alg=search, num_samples=num_samples)
     results = tuner.fit()
-    # A retune trial Tune failed before its first report has no config (driver.unreported):
-    # it tried no lr, so it is not one of the cell's trials.
-    trials = [from_tune_result(r) for r in results if r.config is not None]
+    # A retune trial Tune lost before its first report tried no lr: not one of the cell's trials.
+    trials, _ = reported(results)
     if logger is not None:  # stopped retune trials get their test score too
         from orchestrator.driver.stopped_scores import score_stopped_trials, with_scores
         trials = with_scores(trials, score_stopped_trials(results, settings, logger, scorer))

@@ -28,8 +28,27 @@ class FailedRunLog(Protocol):
     def log_unreported(self, config: TrialConfig, error: str) -> str: ...
 
 
-def _key(config: TrialConfig) -> tuple[str, int]:
-    return config.cell_id, config.seed
+def _key(config: TrialConfig) -> tuple[str, int, float]:
+    """What tells two trials of one Tuner apart: the cell and seed (grid), the lr (retunes)."""
+    return config.cell_id, config.seed, config.lr
+
+
+def reported(results: Sequence[Any]) -> tuple[list[TrialResult], list[Any]]:
+    """Ray's ``Result``s as TrialResults, and apart the Results of trials lost before their
+    first report (no config, or another trial's -- see below). The grid and the retunes both
+    read their Tuner's results through this."""
+    parsed = [(r, from_tune_result(r)) for r in results if r.config is not None]
+    taken = Counter(_key(t.config) for _, t in parsed)
+    kept, lost = [], [r for r in results if r.config is None]
+    for r, t in parsed:
+        if taken[_key(t.config)] > 1 and t.failed and "epoch" not in (r.metrics or {}):
+            # Failed before its first report, under another trial's identity: Ray's
+            # Trial.last_result falls back to the reused actor's default result, whose config
+            # is the actor's PREVIOUS trial. It is a lost trial, not a second one of that cell.
+            lost.append(r)
+            continue
+        kept.append(t)
+    return kept, lost
 
 
 def grid_results(results: Sequence[Any], planned: Sequence[TrialConfig],
@@ -38,18 +57,8 @@ def grid_results(results: Sequence[Any], planned: Sequence[TrialConfig],
 
     ``results``: Ray Tune ``Result``s (a never-started trial's has ``config`` None);
     ``planned``: the grid's trials as the sweep prepared them (cell and seed identify one)."""
-    parsed = [(r, from_tune_result(r)) for r in results if r.config is not None]
-    taken = Counter(_key(t.config) for _, t in parsed if t.config is not None)
-    reported, lost = [], [r for r in results if r.config is None]
-    for r, t in parsed:
-        if taken[_key(t.config)] > 1 and t.failed and "epoch" not in (r.metrics or {}):
-            # Failed before its first report, under another trial's identity: Ray's
-            # Trial.last_result falls back to the reused actor's default result, whose config
-            # is the actor's PREVIOUS trial. It is a lost trial, not a second one of that cell.
-            lost.append(r)
-            continue
-        reported.append(t)
-    seen = {_key(t.config) for t in reported if t.config is not None}
+    reported_trials, lost = reported(results)
+    seen = {_key(t.config) for t in reported_trials}
     orphans = [str(r.error).strip().splitlines()[-1] for r in lost if r.error is not None]
     missing = [c for c in planned if _key(c) not in seen]
     why = NEVER_REPORTED
@@ -62,7 +71,7 @@ def grid_results(results: Sequence[Any], planned: Sequence[TrialConfig],
                                  retune_of=config.retune_of, lr=config.lr, error=why,
                                  run_id=run_id, name=config.cell_id, config=config,
                                  seed=config.seed))
-    return reported + added
+    return reported_trials + added
 
 
 def failed_message(failed: Sequence[Any], argv: Sequence[str]) -> str:

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.driver.unreported import NEVER_REPORTED, failed_message, grid_results
+from orchestrator.driver.unreported import NEVER_REPORTED, failed_message, grid_results, reported
 from orchestrator.results.model import ERROR, FINISHED, outcomes
 from orchestrator.tracking.mlflow_runs import trial_result
 from orchestrator.tracking.tracker import SweepTracker
@@ -113,3 +113,12 @@ def test_a_trial_that_failed_in_its_first_epoch_keeps_its_own_error():
     trials = grid_results([ran(c) for c in PLANNED if c is not PLANNED[2]] + [oom], PLANNED, log)
     assert not log.calls
     assert [t.error for t in trials if t.status == ERROR] == ["RuntimeError: CUDA out of memory"]
+
+
+def test_a_retunes_trials_differ_by_lr_and_its_lost_trial_is_set_apart():
+    """Retunes read their Tuner through the same rule: one cell and seed, several lrs."""
+    lrs = [TrialConfig.from_dict({**BASE, "rank": 2, "seed": 0, "lr": lr}) for lr in (1e-4, 3e-4)]
+    impostor = SimpleNamespace(config={"cell_index": 0, **lrs[0].to_dict()},
+                               metrics={"trial_id": "x"}, metrics_dataframe=None, error=REUSE)
+    kept, lost = reported([ran(c) for c in lrs] + [impostor, never_started()])
+    assert [t.lr for t in kept] == [1e-4, 3e-4] and len(lost) == 2
