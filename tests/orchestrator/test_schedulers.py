@@ -27,6 +27,15 @@ def trial(tid: str, benchmark: str, llm: str = "tiny-t5") -> FakeTrial:
     return FakeTrial(tid, {"benchmark": benchmark, "llm": llm, "method": "llm_lora"})
 
 
+def added_cells(sched, n: int) -> list[FakeTrial]:
+    """n llm_lora cells of one group (ranks 0..n-1), added to ``sched`` in order."""
+    trials = [FakeTrial(f"x{i}", {"benchmark": "synth-iconqa", "llm": "tiny-t5",
+                                  "method": "llm_lora", "rank": i}) for i in range(n)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    return trials
+
+
 def report(sched, t, epoch, acc, loss=1.0):
     return sched.on_trial_result(None, t, {"epoch": epoch, "best_val_acc": acc, "train_loss": loss})
 
@@ -155,10 +164,7 @@ def test_brackets_are_drawn_from_the_trials_cell_not_a_global_rng():
     picks = []
     for _ in range(2):
         sched = GroupedASHA(settings)
-        trials = [FakeTrial(f"x{i}", {"benchmark": "synth-iconqa", "llm": "tiny-t5",
-                                      "method": "llm_lora", "rank": i}) for i in range(12)]
-        for t in trials:
-            sched.on_trial_add(None, t)
+        trials = added_cells(sched, 12)
         group = sched.group_scheduler(trials[0])
         picks.append([group._brackets.index(group._trial_info[t.trial_id]) for t in trials])
     assert picks[0] == picks[1] and len(set(picks[0])) > 1
@@ -331,10 +337,7 @@ def test_an_errored_trial_keeps_its_bracket_and_rung_values_when_tune_retries_it
     Ray 2.60's ASHA ignores the error, and the re-add draws the cell's bracket again."""
     settings = AshaSettings(max_t=16, grace_period=1, reduction_factor=2, brackets=3)
     sched = GroupedASHA(settings)
-    trials = [FakeTrial(f"x{i}", {"benchmark": "synth-iconqa", "llm": "tiny-t5",
-                                  "method": "llm_lora", "rank": i}) for i in range(6)]
-    for t in trials:
-        sched.on_trial_add(None, t)
+    trials = added_cells(sched, 6)
     group = sched.group_scheduler(trials[0])
     before = {t.trial_id: group._trial_info[t.trial_id] for t in trials}
     for i, t in enumerate(trials):
