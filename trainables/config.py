@@ -79,6 +79,10 @@ class TrialConfig:
     """Cap on prompt tokens (LLM and Q-Former text, image tokens excluded); None: the recipe."""
     augment: bool | None = None
     """Random resized crop + flip in training; None: the preset's recipe."""
+    dropout: float | None = None
+    """Probability of every dropout in the model while fine-tuning (Q-Former, LLM, ViT; LoRA's
+    own dropout is trainables.peft_targeting's); None: the preset's recipe, and where that is
+    None too, the rates of the model's own config (the paper's)."""
     vit_cache: bool | None = None
     """Serve frozen-ViT features from the node's cache (trainables.vision_features): always for
     val/test scoring, and for training when augment is off; None: defaults.VIT_CACHE."""
@@ -194,7 +198,7 @@ class TrialConfig:
             "grad_accum": recipe.grad_accum, "eval_batch_size": recipe.eval_batch_size,
             "patience": recipe.patience,
             "weight_decay": recipe.weight_decay, "max_prompt_tokens": recipe.max_prompt_tokens,
-            "augment": recipe.augment, "num_threads": defaults.NUM_THREADS,
+            "augment": recipe.augment, "dropout": recipe.dropout, "num_threads": defaults.NUM_THREADS,
             "weight_dtype": recipe.weight_dtype,
             "divergence_factor": defaults.DIVERGENCE_FACTOR,
             "vit_cache": defaults.VIT_CACHE, "vit_cache_max_gb": defaults.VIT_CACHE_MAX_GB,
@@ -234,6 +238,8 @@ class TrialConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.vit_cache_max_gb > 0:
             raise ValueError(f"vit_cache_max_gb must be > 0, got {self.vit_cache_max_gb}")
         if self.divergence_factor <= 1:
@@ -262,6 +268,6 @@ class TrialConfig:
 _INT_FIELDS = ("rank", "epochs", "batch_size", "grad_accum", "eval_batch_size", "patience",
                "min_epochs", "max_prompt_tokens", "seed", "max_train_examples",
                "max_eval_examples", "num_threads", "text_layers")
-_FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor", "vit_cache_max_gb")
+_FLOAT_FIELDS = ("lr", "weight_decay", "divergence_factor", "vit_cache_max_gb", "dropout")
 _STR_FIELDS = ("method", "sublayer", "adapter", "alpha", "llm", "model_path", "init", "benchmark", "data_root",
                "cache_dir", "vit_cache_dir", "precision", "retune_of", "weight_dtype", "activation_checkpointing")

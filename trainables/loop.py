@@ -69,6 +69,7 @@ from trainables.step import (
     make_optimizer,
     resolve_precision,
     set_activation_checkpointing,
+    set_dropout,
     set_lr,
     train_step,
     unwrap,
@@ -117,6 +118,8 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
         bundle = build_model(cfg.llm, model_path=cfg.model_path, device=device, seed=cfg.seed,
                              dtype=WEIGHT_DTYPES[cfg.weight_dtype], random_weights=cfg.random_weights,
                              text_layers=cfg.text_layers, init=cfg.init)
+    if cfg.dropout is not None:
+        set_dropout(bundle.model, cfg.dropout)
     torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
     model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
     upcast_trainables(model)

@@ -47,6 +47,9 @@ def test_unknown_key_names_it_and_the_allowed_keys():
     ({"method": "both_lora", "rank": 2, "llm": "gpt2"}, "unknown llm"),
     ({"method": "lora", "rank": 2}, "unknown method"),
     ({"method": "both_lora", "rank": 2, "augment": "yes"}, "augment must be"),
+    ({"method": "both_lora", "rank": 2, "dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ({"method": "both_lora", "rank": 2, "dropout": -0.1}, r"dropout must be in \[0, 1\)"),
+    ({"method": "both_lora", "rank": 2, "dropout": "0.1"}, "dropout must be a number"),
     ({"method": "both_lora", "rank": 2, "weight_dtype": "int8"}, "unknown weight_dtype"),
     ({"method": "both_lora", "rank": 2, "weight_dtype": "bf16", "precision": "fp32"}, "contradicts weight_dtype"),
     ({"method": "both_lora", "rank": 2, "weight_dtype": "fp16", "precision": "bf16"}, "contradicts weight_dtype"),
@@ -66,6 +69,13 @@ def test_weight_dtype_defaults_to_bf16_for_real_presets_and_fp32_for_toys():
     toy = TrialConfig.from_dict({"method": "both_lora", "rank": 2, "llm": "tiny-llama"})
     assert (real.weight_dtype, toy.weight_dtype) == ("bf16", "fp32")
     assert real.activation_checkpointing == "auto" and not real.random_weights
+
+
+def test_dropout_is_off_for_the_tiny_presets_and_the_models_own_for_the_real_ones():
+    tiny = TrialConfig.from_dict({"method": "both_lora", "rank": 2, "llm": "tiny-llama"})
+    real = TrialConfig.from_dict({"method": "both_lora", "rank": 2, "llm": "flan-t5-xl"})
+    asked = TrialConfig.from_dict({"method": "both_lora", "rank": 2, "llm": "tiny-t5", "dropout": 0.1})
+    assert (tiny.dropout, real.dropout, asked.dropout) == (0.0, None, 0.1)
 
 
 def test_short_debug_run_clamps_the_default_min_epochs():

@@ -121,3 +121,15 @@ def test_run_cli_runs_the_same_trial_without_ray(tmp_path, capsys):
                   "--out", str(tmp_path / "out")])
     assert final["done"] and (tmp_path / "out" / "epoch-001" / "meta.json").is_file()
     assert '"cell_id": "synth-iconqa|tiny-t5|qformer_lora/all|r4"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dropout, expected", [(None, {0.0}), (0.2, {0.2})])
+def test_build_trial_sets_every_dropout_to_the_configured_rate(tmp_path_factory, dropout, expected):
+    from torch import nn
+
+    from trainables.loop import build_trial
+    trial = build_trial(_cfg(tmp_path_factory, dropout=dropout), splits=("val",))
+    rates = {m.p for m in trial.model.modules() if isinstance(m, nn.Dropout)}
+    rates |= {getattr(m, a) for m in trial.model.modules() for a in ("dropout", "attention_dropout")
+              if isinstance(getattr(m, a, None), float)}
+    assert rates == expected  # the tiny recipe's 0.0 (the config says 0.1), or the asked rate

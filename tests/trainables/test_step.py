@@ -1,10 +1,11 @@
 """train_step, the optimizer and its schedule, precision."""
 import copy
+import math
 
 import pytest
 import torch
 
-from trainables.batching import TokenSpec, collate_train, encode_examples
+from trainables.batching import IGNORE, TokenSpec, collate_train, encode_examples
 from trainables.data.examples import Example
 from trainables.families import family_spec
 from trainables.methods import PeftSetup
@@ -16,6 +17,8 @@ from trainables.step import (
     make_optimizer,
     resolve_precision,
     set_activation_checkpointing,
+    set_dropout,
+    target_nll_sum,
     train_step,
     upcast_trainables,
 )
@@ -159,3 +162,54 @@ def test_auto_is_bf16_autocast_on_cuda(setup):
     model.to("cuda")
     result = train_step(model, [_batch(bundle, range(2)).to("cuda")], make_optimizer(model, 1e-3, 0.05), precision)
     assert result.finite
+
+
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
+def test_set_dropout_zero_makes_a_training_forward_deterministic(preset):
+    from trainables.step import forward_logits
+    bundle = build_model(preset, seed=0)
+    model = bundle.model.train()
+    batch = _batch(bundle, range(4))
+
+    def twice():
+        outs = []
+        for seed in (1, 2):  # dropout draws from the global RNG
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                outs.append(forward_logits(model, batch))
+        return outs
+    first, second = twice()
+    assert not torch.equal(first, second)  # the config's 0.1 dropout is live in train mode
+    assert set_dropout(model, 0.0) > 0
+    first, second = twice()
+    assert torch.equal(first, second)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(forward_logits(model, batch), first)  # train == eval now
+
+
+def test_target_nll_sum_is_the_summed_nll_of_the_labelled_positions_only():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                           [[0.0, 0.0, 3.0], [1.0, 1.0, 1.0]]], requires_grad=True)
+    labels = torch.tensor([[0, IGNORE], [2, 1]])
+    # by hand: -log softmax at (row 0, pos 0, class 0), (1, 0, 2), (1, 1, 1)
+    expected = (-(2 - math.log(math.exp(2) + 2)) - (3 - math.log(math.exp(3) + 2)) + math.log(3))
+    total = target_nll_sum(logits, labels)
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    total.backward()
+    assert torch.equal(logits.grad[0, 1], torch.zeros(3))  # the ignored position gets no gradient
+
+
+def test_foreach_adamw_gives_the_per_tensor_loops_updates_bit_for_bit(setup):
+    bundle, model = setup
+    twin = copy.deepcopy(model)
+    batch = _batch(bundle, range(4))
+    fast = make_optimizer(model, 5e-3, 0.05)
+    assert all(group["foreach"] for group in fast.param_groups)
+    slow = make_optimizer(twin, 5e-3, 0.05)
+    for group in slow.param_groups:
+        group["foreach"] = False
+    for _ in range(3):
+        train_step(model, [batch], fast, FP32)
+        train_step(twin, [batch], slow, FP32)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
