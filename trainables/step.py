@@ -11,6 +11,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,12 +150,12 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def forward_logits(model: nn.Module, batch: TrainBatch) -> torch.Tensor:
-    """Full InstructBLIP forward (vision, Q-Former, LLM) -> logits aligned with ``batch.labels``."""
-    extra = {}
+def forward_logits(model: nn.Module, batch: TrainBatch, **extra: Any) -> torch.Tensor:
+    """Full InstructBLIP forward (vision, Q-Former, LLM) -> logits aligned with ``batch.labels``
+    (``extra``: further keyword arguments of the forward)."""
     if batch.decoder_input_ids is not None:
-        extra = {"decoder_input_ids": batch.decoder_input_ids,
-                 "decoder_attention_mask": batch.decoder_attention_mask}
+        extra.update(decoder_input_ids=batch.decoder_input_ids,
+                     decoder_attention_mask=batch.decoder_attention_mask)
     out = unwrap(model)(pixel_values=batch.pixel_values, qformer_input_ids=batch.qformer_input_ids,
                         qformer_attention_mask=batch.qformer_attention_mask,
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -168,13 +169,21 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum(dim=1)
 
 
-def target_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed NLL of the non-ignored labels, in fp32: ``token_nll(...).sum()`` computed on the
-    target positions only. Why: a decoder-only LLM has logits at every prompt position, and
-    the log-softmax over all of them (and its transposed copies) was ~8% of a tiny-llama
-    training step; training needs only the total, scoring keeps the per-row ``token_nll``."""
-    keep = labels != IGNORE
-    return F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+def target_nll_sum(model: nn.Module, batch: TrainBatch) -> torch.Tensor:
+    """Summed NLL of the batch's target tokens (labels != IGNORE), in fp32.
+
+    Why not ``token_nll(forward_logits(...)).sum()``: a decoder-only LLM would project every
+    prompt position onto the vocabulary, and on the tiny presets that projection and its
+    log-softmax were the largest single cost of a training step. transformers' boolean
+    ``logits_to_keep`` projects only the target positions (flattened, in row-major order, as
+    ``labels[keep]``). An encoder-decoder's logits are the few decoder positions already.
+    Training needs only the total; scoring keeps the per-row ``token_nll``."""
+    keep = batch.labels != IGNORE
+    if batch.decoder_input_ids is None:
+        logits = forward_logits(model, batch, logits_to_keep=keep)
+    else:
+        logits = forward_logits(model, batch)[keep]
+    return F.cross_entropy(logits.float(), batch.labels[keep], reduction="sum")
 
 
 @dataclass(frozen=True)
@@ -200,8 +209,8 @@ def train_step(model: nn.Module, micro_batches: Sequence[TrainBatch], optimizer:
     loss_sum = 0.0
     for mb in micro_batches:
         with precision.autocast():
-            logits = forward_logits(model, mb)
-        loss = target_nll_sum(logits, mb.labels) / total_tokens
+            nll = target_nll_sum(model, mb)
+        loss = nll / total_tokens
         (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += float(loss.detach())
     finite = math.isfinite(loss_sum)
