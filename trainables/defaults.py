@@ -281,7 +281,7 @@ class AshaSettings:
 # apart here. The last default (grace 2, rf 4, val_gold_nll) was chosen on one group of the
 # random-init base (270103f); measured live on this base (benchmarks.asha_vs_fifo, the lead's
 # make sweep at fbd266a) it ran 409 trial-epochs and lost the synth-iconqa / tiny-llama winner.
-TINY_ASHA = AshaSettings(max_t=TINY.epochs, grace_period=3, reduction_factor=3, metric="best_val_acc")
+TINY_ASHA = AshaSettings(max_t=TINY.epochs, grace_period=1, reduction_factor=3, metric="val_gold_nll")
 # The paper's recipe (15 epochs): no real-size curves exist to replay (no GPU), so the first
 # rung is the paper's own earliest stop, epoch 8 ("never before the half-way point"), keeping
 # the better half by the gold answer's validation NLL (the tiny evidence: at an epoch-1 rung the
