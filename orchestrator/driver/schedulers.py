@@ -22,13 +22,14 @@ directory after each decision and ``restore`` loads them (orchestrator.driver.sc
 whose STOP was decided just before the interruption but not yet in Tune's own snapshot.
 
 Defaults (trainables.defaults.asha_defaults; the replay table behind them is in the comments
-there): tiny recipe (8 epochs) grace 3, reduction factor 3, one bracket, rung metric
-best_val_acc -- one decision at epoch 3, keeping the best third: replayed on FIFO curves of the
-whole grid on the pretrained base (``python -m orchestrator.driver.scheduler_replay``) it is
-the most saving setting that keeps all four groups' FIFO winners (1.25x fewer trial-epochs;
-every earlier rung stops the synth-iconqa / tiny-llama winner). Real recipe (15 epochs): grace
-8, factor 2, val_gold_nll -- one rung at the paper's own earliest stop (epoch 8, the half-way
-point) keeping the better half; there are no real-size curves to replay yet.
+there): tiny recipe (8 epochs) grace 1, reduction factor 3, one bracket, rung metric
+val_gold_nll -- rungs at epochs 1 and 3, each keeping the best third by the gold answer's
+validation NLL: replayed on FIFO curves of the whole grid on the pretrained base (``python -m
+orchestrator.driver.scheduler_replay``) it is the most saving setting that keeps all four
+groups' FIFO winners (1.83x fewer trial-epochs; ranked by accuracy instead, an epoch-1 rung
+stops two of them). Real recipe (15 epochs): grace 8, factor 2, val_gold_nll -- one rung at
+the paper's own earliest stop (epoch 8, the half-way point) keeping the better half; there are
+no real-size curves to replay yet.
 """
 from __future__ import annotations
 
