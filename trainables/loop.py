@@ -27,6 +27,7 @@ cached frozen-ViT features for scoring, and for training when augmentation is of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tempfile
 import time
@@ -62,6 +63,7 @@ from trainables.runsetup import (
     resolve_settings,
 )
 from trainables.scoring import ScoreResult, score_in_batches
+from trainables.split_cache import SplitCache, SplitGroup
 from trainables.step import (
     Precision,
     chunks,
@@ -105,12 +107,13 @@ class Trial:
 
 def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
                 splits: Sequence[str] = SPLITS, memory_budget: int | None = None,
-                bundle: ModelBundle | None = None) -> Trial:
+                bundle: ModelBundle | None = None, split_cache: SplitCache | None = None) -> Trial:
     """Model (seeded, frozen parts in ``cfg.weight_dtype``, trainables as fp32 masters), method
     applied, data prepared and tokenised once (only ``splits``), batch sizes and checkpointing
     fitted to ``memory_budget`` (bytes of GPU memory the trial may use; None: as configured).
     ``bundle``: use this model instead of building ``cfg.llm`` (the pretraining scores its fresh
-    weights zero-shot this way, before they are shipped)."""
+    weights zero-shot this way, before they are shipped). ``split_cache``: the process's
+    encoded splits of its previous trial (trainables.split_cache), reused where they match."""
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(device)
     reset_peak_memory(device)
@@ -123,17 +126,7 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
     torch.manual_seed(cfg.seed)  # peft draws the LoRA A matrices from the global RNG
     model = apply_method(bundle.model, cfg.peft, family_spec(bundle.family))
     upcast_trainables(model)
-    prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-    limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
-    encoded = {split: encode_examples(load_examples(prepared, split, bundle.image_size, limits[split]),
-                                      bundle, cfg.max_prompt_tokens) for split in splits}
-    for split, problems in encoded.items():
-        if not problems:
-            raise ValueError(f"benchmark {cfg.benchmark!r} has no {split} problems in {prepared}")
-    categories = {}
-    for split in set(splits) - {"train"}:
-        cols = read_split_table(prepared, split, ["pid", "categories"]).to_pydict()
-        categories.update(zip(cols["pid"], map(tuple, cols["categories"])))
+    encoded, categories = _load_splits(cfg, bundle, splits, split_cache)
     transform = ImageTransform(bundle.image_size, bundle.image_mean, bundle.image_std, cfg.augment)
     precision = resolve_precision(cfg.precision, device, cfg.weight_dtype)
     vision = vision_inputs(cfg, model, transform, precision, device)
@@ -143,6 +136,32 @@ def build_trial(cfg: TrialConfig, device: torch.device | str = "cpu",
     return Trial(cfg=cfg, bundle=bundle, model=model, spec=TokenSpec.from_bundle(bundle),
                  transform=transform, vision=vision, precision=precision, device=device, splits=encoded,
                  categories=categories, settings=settings, scaler=precision.grad_scaler())
+
+
+def _load_splits(cfg: TrialConfig, bundle: ModelBundle, splits: Sequence[str], cache: SplitCache | None,
+                 ) -> tuple[dict[str, list[EncodedProblem]], dict[str, tuple[str, ...]]]:
+    """The encoded problems of ``splits`` (from ``cache`` where it holds them) and the
+    leaderboard categories of the evaluation splits' problems."""
+    prepared = ensure_prepared(cfg.benchmark, data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+    limits = {"train": cfg.max_train_examples, "val": cfg.max_eval_examples, "test": cfg.max_eval_examples}
+    group = SplitGroup(str(prepared), bundle.image_size, cfg.llm, cfg.model_path, cfg.random_weights,
+                       cfg.max_prompt_tokens)
+    encoded = {}
+    for split in splits:
+        load = functools.partial(_encode_split, prepared, split, limits[split], bundle, cfg.max_prompt_tokens)
+        encoded[split] = load() if cache is None else cache.get(group, split, limits[split], load)
+        if not encoded[split]:
+            raise ValueError(f"benchmark {cfg.benchmark!r} has no {split} problems in {prepared}")
+    categories = {}
+    for split in set(splits) - {"train"}:
+        cols = read_split_table(prepared, split, ["pid", "categories"]).to_pydict()
+        categories.update(zip(cols["pid"], map(tuple, cols["categories"])))
+    return encoded, categories
+
+
+def _encode_split(prepared: Path, split: str, limit: int | None, bundle: ModelBundle,
+                  max_prompt_tokens: int) -> list[EncodedProblem]:
+    return encode_examples(load_examples(prepared, split, bundle.image_size, limit), bundle, max_prompt_tokens)
 
 
 def _fit_settings(cfg: TrialConfig, bundle: ModelBundle, model: nn.Module,
@@ -227,9 +246,10 @@ def _fresh_state() -> dict[str, Any]:
 
 def run_trial(cfg: TrialConfig, *, report: ReportFn, resume_from: Path | None = None,
               device: torch.device | str = "cpu", trial: Trial | None = None,
-              memory_budget: int | None = None) -> dict[str, Any]:
-    """Run (or resume) one trial; returns the last report's metrics."""
-    trial = trial or build_trial(cfg, device, memory_budget=memory_budget)
+              memory_budget: int | None = None, split_cache: SplitCache | None = None) -> dict[str, Any]:
+    """Run (or resume) one trial; returns the last report's metrics. ``split_cache``: see
+    build_trial."""
+    trial = trial or build_trial(cfg, device, memory_budget=memory_budget, split_cache=split_cache)
     optimizer = make_optimizer(trial.model, cfg.lr, cfg.weight_decay, defaults.recipe_for(cfg.llm).betas)
     state, best = _fresh_state(), trainable_state(trial.model)
     if resume_from is not None:

@@ -24,6 +24,11 @@ from trainables.checkpoint import load_checkpoint, load_trainable_state
 from trainables.config import TrialConfig
 from trainables.loop import build_trial, final_evaluation
 from trainables.predictions import write_predictions
+from trainables.split_cache import SplitCache
+
+SPLITS = SplitCache()
+"""This process's encoded splits, kept from one stopped trial to the next: a Ray worker scores
+many trials of one group in a row (trainables.split_cache)."""
 
 
 def score_stopped(config: dict[str, Any], checkpoint_dir: Path, out_dir: Path,
@@ -31,7 +36,7 @@ def score_stopped(config: dict[str, Any], checkpoint_dir: Path, out_dir: Path,
     """Test metrics (the final report's keys, plus ``best_epoch``) of the checkpoint's best
     state; writes ``predictions.parquet`` into ``out_dir``."""
     cfg = TrialConfig.from_dict(dict(config))
-    trial = build_trial(cfg, device, splits=("val", "test"))
+    trial = build_trial(cfg, device, splits=("val", "test"), split_cache=SPLITS)
     state, best = load_checkpoint(Path(checkpoint_dir), trial.model, None)
     if "final_metrics" in state:  # it did finish: its own final report is the answer
         raise ValueError(f"{checkpoint_dir} is the checkpoint of a finished trial; use its "

@@ -22,6 +22,11 @@ from trainables.config import TrialConfig
 from trainables.gpu_share import assigned_gpu_share, gpu_share_scope
 from trainables.loop import run_trial
 from trainables.runsetup import device_for, memory_budget
+from trainables.split_cache import SplitCache
+
+SPLITS = SplitCache()
+"""This process's encoded splits, kept from one trial to the next: Tune reuses the actor
+(trainables.split_cache)."""
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -38,10 +43,11 @@ def train_trial(config: dict[str, Any]) -> None:
     restored = tune.get_checkpoint()
     with gpu_share_scope(device, assigned_gpu_share()):
         if restored is None:
-            run_trial(cfg, report=report, device=device, memory_budget=budget)
+            run_trial(cfg, report=report, device=device, memory_budget=budget, split_cache=SPLITS)
             return
         with restored.as_directory() as path:
-            run_trial(cfg, report=report, resume_from=Path(path), device=device, memory_budget=budget)
+            run_trial(cfg, report=report, resume_from=Path(path), device=device, memory_budget=budget,
+                      split_cache=SPLITS)
 
 
 def assigned_device() -> tuple[torch.device, int | None]:

@@ -133,3 +133,16 @@ def test_build_trial_sets_every_dropout_to_the_configured_rate(tmp_path_factory,
     rates |= {getattr(m, a) for m in trial.model.modules() for a in ("dropout", "attention_dropout")
               if isinstance(getattr(m, a, None), float)}
     assert rates == expected  # the tiny recipe's 0.0 (the config says 0.1), or the asked rate
+
+
+def test_a_trial_built_from_the_split_cache_reports_what_a_fresh_one_does(tmp_path_factory):
+    from trainables.split_cache import SplitCache
+    cache, reports = SplitCache(), {}
+    other = _cfg(tmp_path_factory, method="qformer_lora", sublayer="ffn", rank=1, epochs=1)
+    run_trial(other, report=lambda m, c: None, split_cache=cache)  # fills the cache (same group)
+    for name, split_cache in (("fresh", None), ("cached", cache)):
+        reports[name] = []
+        run_trial(_cfg(tmp_path_factory, epochs=2, min_epochs=2), report=_collect(reports[name]),
+                  split_cache=split_cache)
+    assert cache.hits == 3  # train, val and test came from the other cell's trial
+    assert [_strip(m) for m in reports["cached"]] == [_strip(m) for m in reports["fresh"]]
