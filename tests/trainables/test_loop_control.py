@@ -136,18 +136,19 @@ def test_a_tie_keeps_the_earlier_epoch(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, device, budget", [({}, "cpu", None),
-                                                    ({"device": "cuda:1", "memory_budget": 2**30}, "cuda:1", 2**30)])
+                                                    ({"device": "cuda:1", "memory_budget": 2**30}, "cuda:1", 2**30),
+                                                    ({"split_cache": "the process's cache"}, "cpu", None)])
 def test_without_a_trial_run_trial_builds_one_on_the_device_within_the_budget(monkeypatch, kwargs, device,
                                                                                budget):
     cfg, built = _cfg(epochs=1), []
 
-    def build_trial(c, d, memory_budget=None):
-        built.append((c, d, memory_budget))
+    def build_trial(c, d, memory_budget=None, split_cache=None):
+        built.append((c, d, memory_budget, split_cache))
         return _trial(c)
 
     monkeypatch.setattr(loop, "build_trial", build_trial)
     reports, _, _ = _run(monkeypatch, cfg, Script([0.5]), build=True, **kwargs)
-    assert built == [(cfg, device, budget)] and reports[-1]["done"]
+    assert built == [(cfg, device, budget, kwargs.get("split_cache"))] and reports[-1]["done"]
 
 
 def test_the_optimizer_follows_the_config_and_the_linear_lr_decay(monkeypatch):
