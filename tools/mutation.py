@@ -52,7 +52,8 @@ TARGETS: dict[str, Target] = {
     # test_loop.py / test_loop_selection.py run the same rules on a real tiny InstructBLIP:
     # 1-4 min per mutant on 2 shared cores, ~700 mutants; the fast control tests guard the
     # rules, and trial setup (model, data, memory fit) is left to those real-model tests.
-    "loop": Target(("trainables/loop.py",), ("tests/trainables/test_loop_control.py",),
+    "loop": Target(("trainables/loop.py",), ("tests/trainables/test_loop_control.py",
+                                             "tests/trainables/test_loop_reports.py"),
                    "epoch loop, best-state selection and restore, divergence rule",
                    glue=("build_trial", "_fit_settings")),
     "scoring": Target(("trainables/scoring.py",), ("tests/trainables/test_scoring.py",),

@@ -1,110 +1,26 @@
-"""The epoch loop's control rules, in milliseconds: a one-weight model, scripted losses and
-validation accuracies, the real run_trial / checkpoint / predictions code.
-
-Each epoch sets the model's only weight to its epoch number (1, 2, ...), so the weight a test
-split is scored with says which epoch's state the loop restored: the state of epoch k gets the
-first k of the 10 test problems right (test accuracy k / 10). Everything expected below is
-written from the script, not from the loop's code. test_loop.py and test_loop_selection.py
-run the same rules on a real tiny InstructBLIP.
+"""The epoch loop's control rules, in milliseconds, on the stand-in trial of _loop_script.py
+(one weight, scripted losses and val accuracies; the state of epoch k scores k / 10 on test).
+Everything expected below is written from the script, not from the loop's code. test_loop.py
+and test_loop_selection.py run the same rules on a real tiny InstructBLIP.
 """
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from _loop_script import Script, loop_cfg, run_loop, stub_trial, weight_of
 
 from trainables import loop
 from trainables.checkpoint import load_checkpoint
-from trainables.config import TrialConfig
 from trainables.scoring import ScoreResult
-
-ANSWERS = (0, 1)
-"""Two val problems, the gold answer of each; the 10 test problems' gold answer is 0."""
-
-
-def _cfg(**over) -> TrialConfig:
-    base = {"method": "qformer_lora", "sublayer": "ffn", "rank": 2, "llm": "tiny-t5",
-            "benchmark": "synth-iconqa", "epochs": 3, "patience": 3, "min_epochs": 1,
-            "lr": 1e-3, "seed": 1, "divergence_factor": 4.0}
-    return TrialConfig.from_dict({**base, **over})
-
-
-def _trial(cfg: TrialConfig) -> SimpleNamespace:
-    model = torch.nn.Linear(1, 1, bias=False)
-    val = [SimpleNamespace(pid=f"p{i}", answer_index=a) for i, a in enumerate(ANSWERS)]
-    test = [SimpleNamespace(pid=f"t{i}", answer_index=0) for i in range(10)]
-    return SimpleNamespace(cfg=cfg, model=model, device=torch.device("cpu"), categories={},
-                           splits={"val": val, "test": test},
-                           vision=SimpleNamespace(metrics=lambda: {"vision_metric": 1.0}))
-
-
-def _weight(trial) -> float:
-    return float(trial.model.weight.detach().reshape(-1)[0])
-
-
-class Script:
-    """Scripted train_epoch / evaluate: per epoch, its step losses and its val accuracy."""
-
-    def __init__(self, val: list[float], losses: list[list[float]] | None = None) -> None:
-        self.val, self.losses = val, losses or [[1.0]] * len(val)
-        self.trained: list[int] = []
-        self.scored: list[tuple[str, int]] = []  # (split, the state's epoch) per evaluate call
-        self.optimizer: list[list[tuple]] = []  # (lr, weight_decay, betas) per group, per epoch
-
-    def train_epoch(self, trial, optimizer, epoch):
-        with torch.no_grad():
-            trial.model.weight.fill_(float(epoch + 1))
-        self.trained.append(epoch)
-        self.optimizer.append([(g["lr"], g["weight_decay"], g["betas"]) for g in optimizer.param_groups])
-        return list(self.losses[epoch]), 8
-
-    def evaluate(self, trial, split):
-        epoch = round(_weight(trial))
-        self.scored.append((split, epoch))
-        if split == "val":  # picks: epoch 1 [0, 1], epoch 2 [1, 1], ...
-            picks = [min(epoch - 1, 1), 1]
-            scores = [[float(epoch), 2.0], [3.0, 1.0]]
-            return self.val[epoch - 1], ScoreResult(picks, scores)
-        assert split == "test", split
-        right = range(10)[:epoch]
-        return -1.0, ScoreResult([0 if i in right else 1 for i in range(10)],
-                                 [[0.5 * epoch, 2.0] if i in right else [2.0, 0.5] for i in range(10)])
-
-
-def _run(monkeypatch, cfg, script, keep: Path | None = None, stop_after: int | None = None,
-         resume_from: Path | None = None, trial=None, build: bool = False, **run_kwargs):
-    monkeypatch.setattr(loop, "train_epoch", script.train_epoch)
-    monkeypatch.setattr(loop, "evaluate", script.evaluate)
-    monkeypatch.setattr(loop, "_param_metrics", lambda t: {"trainable_params": 1})
-    reports, dirs = [], []
-
-    def report(metrics, ckpt):
-        reports.append(dict(metrics))
-        dirs.append(ckpt)
-        if keep is not None and ckpt is not None:
-            shutil.copytree(ckpt, keep / f"epoch-{metrics['epoch']}")
-        if metrics["epoch"] == stop_after:
-            raise KeyboardInterrupt
-
-    if not build:  # else run_trial builds its trial (with the test's stand-in build_trial)
-        trial = trial or _trial(cfg)
-    if stop_after is not None:
-        with pytest.raises(KeyboardInterrupt):
-            loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from)
-        return reports, dirs, trial
-    final = loop.run_trial(cfg, report=report, trial=trial, resume_from=resume_from, **run_kwargs)
-    assert final == reports[-1]
-    return reports, dirs, trial
 
 
 def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch, tmp_path):
     script = Script([0.5, 0.75, 0.25])
-    reports, dirs, trial = _run(monkeypatch, _cfg(), script, keep=tmp_path)
+    reports, dirs, trial = run_loop(monkeypatch, loop_cfg(), script, keep=tmp_path)
     # val once per epoch; the final report reuses the best epoch's val scores (no extra pass)
     assert script.scored == [("val", 1), ("val", 2), ("val", 3), ("test", 2)]
     assert [r["epoch"] for r in reports] == [1, 2, 3]
@@ -112,7 +28,7 @@ def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch,
     assert [r["best_val_acc"] for r in reports] == [0.5, 0.75, 0.75]
     final = reports[-1]
     assert (final["best_epoch"], final["done"], final["test_acc"]) == (2, True, 0.2)
-    assert _weight(trial) == 2.0  # the model is left holding the best state
+    assert weight_of(trial) == 2.0  # the model is left holding the best state
     assert "done" not in reports[0] and "test_acc" not in reports[1]
     # gold-answer NLL of the epoch-2 state: 2 problems at 1.0, 8 at 2.0
     assert final["test_gold_nll"] == pytest.approx(1.8)
@@ -120,7 +36,7 @@ def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch,
     # the last checkpoint keeps both states: last = epoch 3, best = epoch 2
     model = torch.nn.Linear(1, 1, bias=False)
     state, best = load_checkpoint(tmp_path / "epoch-3", model, None)
-    assert _weight(SimpleNamespace(model=model)) == 3.0 and float(best["weight"]) == 2.0
+    assert weight_of(SimpleNamespace(model=model)) == 3.0 and float(best["weight"]) == 2.0
     assert (state["epoch"], state["best_epoch"], state["best_val_acc"]) == (3, 2, 0.75)
     # predictions: val rows are the best epoch's picks (epoch 2: [1, 1]), test rows now
     table = pq.read_table(tmp_path / "epoch-3" / "predictions.parquet").to_pydict()
@@ -131,7 +47,7 @@ def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch,
 
 
 def test_a_tie_keeps_the_earlier_epoch(monkeypatch):
-    reports, _, trial = _run(monkeypatch, _cfg(epochs=2), Script([0.5, 0.5]))
+    reports, _, trial = run_loop(monkeypatch, loop_cfg(epochs=2), Script([0.5, 0.5]))
     assert (reports[-1]["best_epoch"], reports[-1]["test_acc"]) == (1, 0.1)
 
 
@@ -140,28 +56,28 @@ def test_a_tie_keeps_the_earlier_epoch(monkeypatch):
                                                     ({"split_cache": "the process's cache"}, "cpu", None)])
 def test_without_a_trial_run_trial_builds_one_on_the_device_within_the_budget(monkeypatch, kwargs, device,
                                                                                budget):
-    cfg, built = _cfg(epochs=1), []
+    cfg, built = loop_cfg(epochs=1), []
 
     def build_trial(c, d, memory_budget=None, split_cache=None):
         built.append((c, d, memory_budget, split_cache))
-        return _trial(c)
+        return stub_trial(c)
 
     monkeypatch.setattr(loop, "build_trial", build_trial)
-    reports, _, _ = _run(monkeypatch, cfg, Script([0.5]), build=True, **kwargs)
+    reports, _, _ = run_loop(monkeypatch, cfg, Script([0.5]), build=True, **kwargs)
     assert built == [(cfg, device, budget, kwargs.get("split_cache"))] and reports[-1]["done"]
 
 
 def test_the_optimizer_follows_the_config_and_the_linear_lr_decay(monkeypatch):
     script = Script([0.5, 0.6, 0.7])
-    _run(monkeypatch, _cfg(lr=3e-3, weight_decay=0.25), script)
+    run_loop(monkeypatch, loop_cfg(lr=3e-3, weight_decay=0.25), script)
     betas = (0.9, 0.999)  # the tiny-t5 recipe's (trainables.defaults)
     # paper schedule: lr0 * (1 - e / 3) for epochs e = 0, 1, 2; the one-weight model is 2-D: decayed
     assert script.optimizer == [[(pytest.approx(lr), 0.25, betas)] for lr in (3e-3, 2e-3, 1e-3)]
 
 
 def test_every_epoch_reports_its_metrics(monkeypatch):
-    cfg = _cfg(epochs=2, lr=0.01)
-    reports, _, _ = _run(monkeypatch, cfg, Script([0.5, 0.6], [[2.0, 4.0], [1.0, 2.0]]))
+    cfg = loop_cfg(epochs=2, lr=0.01)
+    reports, _, _ = run_loop(monkeypatch, cfg, Script([0.5, 0.6], [[2.0, 4.0], [1.0, 2.0]]))
     first, second = reports
     assert (first["train_loss"], second["train_loss"]) == (3.0, 1.5)
     assert (first["lr"], second["lr"]) == (0.01, pytest.approx(0.005))  # lr0 * (1 - e / 2)
@@ -183,8 +99,8 @@ def test_every_epoch_reports_its_metrics(monkeypatch):
     ([0.5, 0.4, 0.4, 0.4, 0.9], 3, 1, 4),
 ])
 def test_early_stopping(monkeypatch, val, patience, min_epochs, epochs_run):
-    cfg = _cfg(epochs=5, patience=patience, min_epochs=min_epochs)
-    reports, _, _ = _run(monkeypatch, cfg, Script(val))
+    cfg = loop_cfg(epochs=5, patience=patience, min_epochs=min_epochs)
+    reports, _, _ = run_loop(monkeypatch, cfg, Script(val))
     assert [r["epoch"] for r in reports] == list(range(1, epochs_run + 1))
     best = max(range(epochs_run), key=lambda e: (val[e], -e)) + 1
     assert reports[-1]["done"] is True and reports[-1]["best_epoch"] == best
@@ -194,7 +110,7 @@ def test_early_stopping(monkeypatch, val, patience, min_epochs, epochs_run):
 def test_divergence_is_measured_against_the_first_step_of_the_first_epoch(monkeypatch):
     """ref = 2.0 (the first step, not the epoch's mean 1.5): 7.9 < 4 x 2 trains on, 8.5 stops."""
     losses = [[2.0, 1.0], [7.9], [8.5], [1.0]]
-    reports, dirs, _ = _run(monkeypatch, _cfg(epochs=4), Script([0.5, 0.6, 0.9, 0.9], losses))
+    reports, dirs, _ = run_loop(monkeypatch, loop_cfg(epochs=4), Script([0.5, 0.6, 0.9, 0.9], losses))
     assert [r["diverged"] for r in reports] == [False, False, True]
     final = reports[-1]
     assert (final["epoch"], final["val_acc"], final["best_val_acc"], final["done"]) == (3, 0.0, 0.6, True)
@@ -204,7 +120,7 @@ def test_divergence_is_measured_against_the_first_step_of_the_first_epoch(monkey
 
 def test_a_non_finite_loss_in_the_first_epoch_diverges_with_best_val_zero(monkeypatch):
     script = Script([0.9], [[1.0, float("nan")]])
-    reports, dirs, _ = _run(monkeypatch, _cfg(epochs=2), script)
+    reports, dirs, _ = run_loop(monkeypatch, loop_cfg(epochs=2), script)
     assert len(reports) == 1 and reports[0]["diverged"] is True
     assert (reports[0]["val_acc"], reports[0]["best_val_acc"]) == (0.0, 0.0)
     assert reports[0]["trainable_params"] == 1  # the first report, diverged or not
@@ -212,11 +128,11 @@ def test_a_non_finite_loss_in_the_first_epoch_diverges_with_best_val_zero(monkey
 
 
 def test_resume_continues_from_the_checkpoint_and_a_finished_trial_only_repeats(monkeypatch, tmp_path):
-    cfg, val = _cfg(epochs=3), [0.5, 0.75, 0.25]
-    whole, _, _ = _run(monkeypatch, cfg, Script(val))
-    first, _, _ = _run(monkeypatch, cfg, Script(val), keep=tmp_path, stop_after=1)
+    cfg, val = loop_cfg(epochs=3), [0.5, 0.75, 0.25]
+    whole, _, _ = run_loop(monkeypatch, cfg, Script(val))
+    first, _, _ = run_loop(monkeypatch, cfg, Script(val), keep=tmp_path, stop_after=1)
     script = Script(val)
-    rest, _, trial = _run(monkeypatch, cfg, script, keep=tmp_path, resume_from=tmp_path / "epoch-1")
+    rest, _, trial = run_loop(monkeypatch, cfg, script, keep=tmp_path, resume_from=tmp_path / "epoch-1")
     assert script.trained == [1, 2] and "trainable_params" not in rest[0]
 
     def strip(r):
@@ -224,7 +140,7 @@ def test_resume_continues_from_the_checkpoint_and_a_finished_trial_only_repeats(
                                                         "peak_memory_gib", "trainable_params")}
     assert [strip(r) for r in first + rest] == [strip(r) for r in whole]
     again = Script(val)
-    repeat, dirs, _ = _run(monkeypatch, cfg, again, resume_from=tmp_path / "epoch-3")
+    repeat, dirs, _ = run_loop(monkeypatch, cfg, again, resume_from=tmp_path / "epoch-3")
     assert again.trained == [] and dirs == [None]
     assert repeat == [{k: v for k, v in rest[-1].items() if k != "checkpoint_mb"}]
 
@@ -261,7 +177,7 @@ def _epoch(monkeypatch, epoch=0, seed=1, losses=(1.0,) * 4, n=10, extra_draws=0)
     steps = Steps(list(losses), extra_draws)
     monkeypatch.setattr(loop, "collate_train", steps.collate)
     monkeypatch.setattr(loop, "train_step", steps.step)
-    cfg = _cfg(seed=seed, batch_size=2, grad_accum=2)  # effective batch 4
+    cfg = loop_cfg(seed=seed, batch_size=2, grad_accum=2)  # effective batch 4
     model = torch.nn.Linear(1, 1).eval()
     trial = SimpleNamespace(cfg=cfg, model=model, device="device", spec="spec",
                             precision="precision", scaler="scaler", settings=SimpleNamespace(batch_size=3),
@@ -330,7 +246,7 @@ def test_evaluate_scores_a_split_at_the_fitted_eval_batch(monkeypatch):
 def test_final_evaluation_scores_val_now_when_no_best_scores_were_kept(monkeypatch):
     script = Script([0.5])
     monkeypatch.setattr(loop, "evaluate", script.evaluate)
-    trial = _trial(_cfg())
+    trial = stub_trial(loop_cfg())
     with torch.no_grad():
         trial.model.weight.fill_(1.0)
     metrics, table = loop.final_evaluation(trial, {})
@@ -344,7 +260,7 @@ def test_final_evaluation_scores_val_now_when_no_best_scores_were_kept(monkeypat
 
 def test_final_evaluation_reports_the_test_accuracy_per_category(monkeypatch):
     monkeypatch.setattr(loop, "evaluate", Script([0.5, 0.5, 0.5]).evaluate)
-    trial = _trial(_cfg())
+    trial = stub_trial(loop_cfg())
     trial.categories = {f"t{i}": ("NAT", "G1-6") if i < 5 else ("SOC", "G7-12") for i in range(10)}
     trial.categories["p0"] = ("LAN",)
     with torch.no_grad():
@@ -368,8 +284,8 @@ def test_the_first_report_carries_the_model_accounting_and_the_fitted_settings(m
         return Counts()
 
     monkeypatch.setattr(loop, "count_parameters", count_parameters)
-    cfg = _cfg()
-    trial = _trial(cfg)
+    cfg = loop_cfg()
+    trial = stub_trial(cfg)
     trial.spec = SimpleNamespace(family="t5-family")
     trial.settings = SimpleNamespace(metrics=lambda: {"batch_size": 3, "activation_checkpointing": True})
     assert loop._param_metrics(trial) == {"trainable_params": 12, "total_params": 1000,

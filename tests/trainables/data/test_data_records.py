@@ -15,6 +15,7 @@ from trainables.data.records import (
     check_record,
     choices_field,
     read_image,
+    read_json,
     safe_join,
     text_field,
 )
@@ -99,3 +100,30 @@ def test_read_image_says_missing_for_an_absent_file(tmp_path):
     assert read_image(tmp_path / "a.png", pid="7", field="image", file="p.json") == b"png bytes"
     missing = _error(lambda: read_image(tmp_path / "b.png", pid="7", field="image", file="p.json"))
     assert str(missing) == f"file p.json, pid '7', field 'image': image file {tmp_path / 'b.png'} is missing"
+
+
+def test_read_image_names_why_an_existing_path_cannot_be_read(tmp_path):
+    (tmp_path / "d.png").mkdir()
+    error = _error(lambda: read_image(tmp_path / "d.png", pid="7", field="image", file="p.json"))
+    assert str(error) == \
+        f"file p.json, pid '7', field 'image': image file {tmp_path / 'd.png'} is a directory, not a file"
+
+
+def test_read_json_rejects_a_duplicate_key_naming_it(tmp_path):
+    (tmp_path / "p.json").write_text('{"7": {"a": 1}, "8": {}, "7": {}}')
+    error = _error(lambda: read_json(tmp_path / "p.json"))
+    assert str(error) == f"file {tmp_path / 'p.json'}, pid '7': duplicate key (duplicate pid?)"
+    (tmp_path / "q.json").write_text('{"7": {"a": 1}, "8": {"a": 1}}')  # the same key in two objects is fine
+    assert read_json(tmp_path / "q.json") == {"7": {"a": 1}, "8": {"a": 1}}
+
+
+def test_read_json_names_the_file_when_it_cannot_be_read_or_is_nested_too_deeply(tmp_path):
+    for name, content, problem in (("missing.json", None, "does not exist"),
+                                   ("folder.json", "dir", "is a directory, not a file"),
+                                   ("deep.json", "[" * 100_000 + "]" * 100_000, "JSON nested too deeply")):
+        path = tmp_path / name
+        if content == "dir":
+            path.mkdir()
+        elif content is not None:
+            path.write_text(content)
+        assert str(_error(lambda path=path: read_json(path))) == f"file {path}: {problem}"
