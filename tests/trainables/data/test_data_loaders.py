@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import ASSETS
 
-from trainables.data.iconqa import load_iconqa
-from trainables.data.scienceqa import load_scienceqa
+from trainables.data.iconqa import is_iconqa_root, load_iconqa
+from trainables.data.scienceqa import is_scienceqa_root, load_scienceqa
 
 
 def test_shared_scienceqa_400_load_unchanged(shared: Path) -> None:
@@ -67,3 +67,41 @@ def test_shipped_samples_load_with_their_demo_splits() -> None:
     assert [sum(r.split == s for r in icon) for s in ("train", "val", "test")] == [5, 2, 3]
     assert (ASSETS / "scienceqa" / "LICENSE-DATA-ScienceQA.md").is_file()
     assert (ASSETS / "iconqa" / "LICENSE-IconQA.md").is_file()
+
+
+def test_shipped_scienceqa_loads_every_field_unchanged() -> None:
+    root = ASSETS / "scienceqa"
+    raw = json.loads((root / "problems.json").read_text())
+    splits = json.loads((root / "pid_splits.json").read_text())
+    recs = load_scienceqa(root)
+    assert [(r.pid, r.split) for r in recs] == [(pid, s) for s in ("train", "val", "test") for pid in splits[s]]
+    meta_keys = ("category", "grade", "skill", "solution", "subject", "task", "topic")
+    for rec in recs:
+        src = raw[rec.pid]
+        assert (rec.kind, rec.question, list(rec.choices), rec.answer_index) == \
+            ("scienceqa", src["question"], src["choices"], src["answer"])
+        assert (rec.hint, rec.lecture) == (src["hint"] or "", src["lecture"] or "")
+        assert rec.image == (root / "images" / src["split"] / rec.pid / src["image"]).read_bytes()
+        assert rec.meta == tuple((k, src[k] or "") for k in meta_keys)
+
+
+def test_shipped_iconqa_loads_every_field_unchanged_from_either_folder() -> None:
+    data = ASSETS / "iconqa" / "iconqa_data"
+    raw = json.loads((data / "problems.json").read_text())
+    splits = json.loads((data / "pid_splits.json").read_text())
+    recs = load_iconqa(ASSETS / "iconqa")
+    assert [(r.pid, r.split) for r in recs] == \
+        [(pid, s) for s in ("train", "val", "test") for pid in splits[f"choose_txt_{s}"]]
+    for rec in recs:
+        src = raw[rec.pid]
+        assert (rec.kind, rec.question, list(rec.choices), rec.answer_index, rec.hint, rec.lecture) == \
+            ("iconqa", src["question"], src["choices"], src["answer"], "", "")
+        assert rec.image == (data / "iconqa" / src["split"] / "choose_txt" / rec.pid / "image.png").read_bytes()
+        assert rec.meta == (("grade", src["grade"]), ("label", src["label"]), ("ques_type", "choose_txt"))
+    assert load_iconqa(data) == recs  # iconqa_data/ itself is accepted too
+
+
+def test_which_layout_a_folder_holds() -> None:
+    assert is_scienceqa_root(ASSETS / "scienceqa") and not is_scienceqa_root(ASSETS / "iconqa")
+    assert is_iconqa_root(ASSETS / "iconqa") and is_iconqa_root(ASSETS / "iconqa" / "iconqa_data")
+    assert not is_iconqa_root(ASSETS / "scienceqa")

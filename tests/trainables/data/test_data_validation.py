@@ -1,11 +1,13 @@
 """Every kind of bad input is one DataError naming file, pid and field, before any training."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import edit_json
+from conftest import ASSETS, edit_json
 
 from trainables.data.errors import DataError
 from trainables.data.hf_parquet import load_hf_scienceqa
@@ -114,3 +116,104 @@ def test_a_bad_benchmark_leaves_no_trace_of_a_good_one(sqa_copy: Path, tmp_path:
     assert [p.name for p in kept.iterdir()] == ["note.txt"]  # a folder it did not create stays
     good = prepare_all([("sample-iconqa", None, fresh)])
     assert good[0].parent == fresh and (good[0] / "manifest.json").is_file()
+
+
+def _set(key: str, field: str, value):
+    def change(d):
+        d[key][field] = value
+    return change
+
+
+def _replace(key: str, value):
+    def change(d):
+        d[key] = value
+    return change
+
+
+# (file to edit, edit, the whole message after "file <root>/<file>, "); pid 42 is listed under train
+SQA_ERRORS = [
+    ("problems.json", _replace("42", 5), "pid '42': problem must be an object, got int"),
+    ("problems.json", _set("42", "image", 5), "pid '42', field 'image': image must be a file name, got 5"),
+    ("problems.json", _set("42", "split", 3), "pid '42', field 'split': split must be a non-empty string, got 3"),
+    ("problems.json", _set("42", "split", ""), "pid '42', field 'split': split must be a non-empty string, got ''"),
+    ("problems.json", _set("42", "hint", 7), "pid '42', field 'hint': expected a string, got 7"),
+    ("pid_splits.json", _replace("val", "42"), "field 'val': split list 'val' is not a list"),
+    ("pid_splits.json", lambda d: d["val"].append("42"),
+     "pid '42', field 'val': duplicate pid, listed in 'train' and 'val'"),
+    ("pid_splits.json", lambda d: d["test"].append("999999"),
+     "pid '999999', field 'test': pid is listed but absent from problems.json"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", SQA_ERRORS)
+def test_scienceqa_errors_name_file_pid_field_and_problem(sqa_copy: Path, name, change, message) -> None:
+    edit_json(sqa_copy / name, change)
+    file = sqa_copy / name
+    with pytest.raises(DataError) as info:
+        load_scienceqa(sqa_copy)
+    assert str(info.value) == f"file {file}, {message}"
+
+
+@pytest.mark.parametrize("name, what", [("problems.json", "pid -> problem"),
+                                        ("pid_splits.json", "split name -> list of pids")])
+def test_an_index_file_that_is_not_an_object(sqa_copy: Path, iconqa_copy: Path, name, what) -> None:
+    for root, load in ((sqa_copy, load_scienceqa), (iconqa_copy / "iconqa_data", load_iconqa)):
+        (root / name).write_text("[]")
+        with pytest.raises(DataError) as info:
+            load(root)
+        assert str(info.value) == f"file {root / name}: expected an object of {what}"
+
+
+def test_scienceqa_skips_problems_without_an_image_and_splits_not_listed(sqa_copy: Path) -> None:
+    full = load_scienceqa(sqa_copy)
+    edit_json(sqa_copy / "problems.json", _set("42", "image", None))  # a text-only problem
+    edit_json(sqa_copy / "pid_splits.json", lambda d: d.pop("val") and d.update(minival=["43"]))
+    kept = load_scienceqa(sqa_copy)
+    assert kept == [r for r in full if r.pid != "42" and r.split != "val"]
+
+
+def test_pids_listed_as_numbers_are_read_as_names(sqa_copy: Path) -> None:
+    full = load_scienceqa(sqa_copy)
+    edit_json(sqa_copy / "pid_splits.json", lambda d: d.update(train=[int(p) for p in d["train"]]))
+    assert load_scienceqa(sqa_copy) == full
+
+
+def test_iconqa_problem_errors_and_its_folder_from_the_listed_split(iconqa_copy: Path) -> None:
+    data = iconqa_copy / "iconqa_data"
+    problems = data / "problems.json"
+    listed = json.loads((data / "pid_splits.json").read_text())
+    pid = listed["choose_txt_train"][0]  # its files are under iconqa/test/ (a re-split)
+    for change, message in ((_replace(pid, []), f"pid '{pid}': problem must be an object, got list"),
+                            (_set(pid, "split", 5), f"pid '{pid}', field 'split': split must be a string, got 5")):
+        edit_json(problems, change)
+        with pytest.raises(DataError) as info:
+            load_iconqa(iconqa_copy)
+        assert str(info.value) == f"file {problems}, {message}"
+        shutil.copy(ASSETS / "iconqa" / "iconqa_data" / "problems.json", problems)
+    edit_json(problems, lambda d: d[pid].pop("split"))  # no own split: the listed one names the folder
+    with pytest.raises(DataError) as info:
+        load_iconqa(iconqa_copy)
+    image = data / "iconqa" / "train" / "choose_txt" / pid / "image.png"
+    assert str(info.value) == f"file {problems}, pid '{pid}', field 'image': image file {image} is missing"
+
+
+def test_iconqa_keeps_listed_problems_of_its_subtask_only(iconqa_copy: Path) -> None:
+    data = iconqa_copy / "iconqa_data"
+    full = load_iconqa(iconqa_copy)
+    other, untyped = full[0].pid, full[1].pid
+    edit_json(data / "problems.json", lambda d: d[other].update(ques_type="choose_img") or d[untyped].pop("ques_type"))
+    kept = load_iconqa(iconqa_copy)
+    assert [r.pid for r in kept] == [r.pid for r in full if r.pid != other]
+    assert dict(kept[0].meta)["ques_type"] == ""  # an untyped problem is kept, its type absent
+
+
+def test_iconqa_without_index_files_or_problem_folders(tmp_path: Path, iconqa_copy: Path) -> None:
+    (tmp_path / "iconqa" / "train" / "choose_img").mkdir(parents=True)
+    with pytest.raises(DataError) as info:
+        load_iconqa(tmp_path)
+    assert str(info.value) == f"file {tmp_path}: no iconqa/<split>/choose_txt/<pid>/ folders found"
+    data = iconqa_copy / "iconqa_data"
+    (data / "problems.json").unlink()  # one index file left: not the index-free mode
+    with pytest.raises(DataError) as info:
+        load_iconqa(iconqa_copy)
+    assert str(info.value) == f"file {data / 'problems.json'}: does not exist"
