@@ -80,7 +80,7 @@ def run_loop(monkeypatch, cfg, script, keep: Path | None = None, stop_after: int
     report of that epoch (as a killed trial)."""
     monkeypatch.setattr(loop, "train_epoch", script.train_epoch)
     monkeypatch.setattr(loop, "evaluate", script.evaluate)
-    monkeypatch.setattr(loop, "_param_metrics", lambda t: {"trainable_params": 1})
+    monkeypatch.setattr(loop, "_param_metrics", lambda t: {"trainable_params": t.model.weight.numel()})  # 1
     reports, dirs = [], []
 
     def report(metrics, ckpt):

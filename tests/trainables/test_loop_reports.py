@@ -3,13 +3,15 @@ vision metrics), the divergence threshold's edge, and what a resume restores, on
 trial of _loop_script.py. Expected values come from the scripted clock / sizes, not the loop."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
-from _loop_script import Script, loop_cfg, run_loop, stub_trial
+import torch
+from _loop_script import Script, loop_cfg, run_loop, stub_trial, weight_of
 
-from trainables import loop
-from trainables.checkpoint import CheckpointError
+from trainables import defaults, loop
+from trainables.checkpoint import CheckpointError, load_checkpoint
 
 
 class Clock:
@@ -92,3 +94,38 @@ def test_resume_refuses_the_checkpoint_of_another_cell(monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="rank"):
         run_loop(monkeypatch, loop_cfg(rank=4), script, resume_from=tmp_path / "epoch-1")
     assert script.trained == []
+
+
+def test_the_optimizer_takes_the_betas_of_the_llms_recipe(monkeypatch):
+    recipe = dataclasses.replace(defaults.TINY, betas=(0.8, 0.95))  # every shipped recipe has the default
+    monkeypatch.setattr(defaults, "recipe_for", lambda llm: recipe if llm == "tiny-t5" else None)
+    script = Script([0.5])
+    run_loop(monkeypatch, loop_cfg(epochs=1), script)
+    assert script.optimizer[0][0][2] == (0.8, 0.95)
+
+
+class PeftLike(torch.nn.Module):
+    """A peft-wrapped model's shape: its weight is named base_model.model.weight and
+    get_base_model() is the plain model (trainables.step.unwrap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base_model = torch.nn.Module()
+        self.base_model.model = torch.nn.Linear(1, 1, bias=False)
+
+    def get_base_model(self) -> torch.nn.Module:
+        return self.base_model.model
+
+    @property
+    def weight(self) -> torch.nn.Parameter:
+        return self.base_model.model.weight
+
+
+def test_checkpoints_of_a_wrapped_model_hold_the_plain_models_names(monkeypatch, tmp_path):
+    cfg = loop_cfg(epochs=2)
+    trial = stub_trial(cfg)
+    trial.model = PeftLike()
+    run_loop(monkeypatch, cfg, Script([0.75, 0.5]), keep=tmp_path, trial=trial)
+    plain = torch.nn.Linear(1, 1, bias=False)
+    _, best = load_checkpoint(tmp_path / "epoch-2", plain, None)
+    assert (weight_of(SimpleNamespace(model=plain)), float(best["weight"])) == (2.0, 1.0)

@@ -101,7 +101,11 @@ def test_shipped_iconqa_loads_every_field_unchanged_from_either_folder() -> None
     assert load_iconqa(data) == recs  # iconqa_data/ itself is accepted too
 
 
-def test_which_layout_a_folder_holds() -> None:
+def test_which_layout_a_folder_holds(tmp_path: Path) -> None:
     assert is_scienceqa_root(ASSETS / "scienceqa") and not is_scienceqa_root(ASSETS / "iconqa")
+    for only in ("problems.json", "pid_splits.json"):  # ScienceQA needs both index files
+        (tmp_path / only).mkdir()
+        shutil.copy(ASSETS / "scienceqa" / only, tmp_path / only / only)
+        assert not is_scienceqa_root(tmp_path / only)
     assert is_iconqa_root(ASSETS / "iconqa") and is_iconqa_root(ASSETS / "iconqa" / "iconqa_data")
     assert not is_iconqa_root(ASSETS / "scienceqa")

@@ -136,7 +136,17 @@ SQA_ERRORS = [
     ("problems.json", _set("42", "image", 5), "pid '42', field 'image': image must be a file name, got 5"),
     ("problems.json", _set("42", "split", 3), "pid '42', field 'split': split must be a non-empty string, got 3"),
     ("problems.json", _set("42", "split", ""), "pid '42', field 'split': split must be a non-empty string, got ''"),
+    ("problems.json", _set("42", "question", 5), "pid '42', field 'question': expected a string, got 5"),
+    ("problems.json", _set("42", "choices", "ab"), "pid '42', field 'choices': choices must be a list, got 'ab'"),
+    ("problems.json", _set("42", "answer", "1"),
+     "pid '42', field 'answer': answer must be an integer index, got '1'"),
     ("problems.json", _set("42", "hint", 7), "pid '42', field 'hint': expected a string, got 7"),
+    ("problems.json", _set("42", "lecture", 7), "pid '42', field 'lecture': expected a string, got 7"),
+    ("problems.json", _set("42", "skill", 7), "pid '42', field 'skill': expected a string, got 7"),
+    ("problems.json", _set("42", "image", "gone.png"),
+     "pid '42', field 'image': image file {root}/images/test/42/gone.png is missing"),
+    ("problems.json", _set("42", "image", "../../../../x.png"),
+     "pid '42', field 'image': path 'images/test/42/../../../../x.png' escapes the data root {root}"),
     ("pid_splits.json", _replace("val", "42"), "field 'val': split list 'val' is not a list"),
     ("pid_splits.json", lambda d: d["val"].append("42"),
      "pid '42', field 'val': duplicate pid, listed in 'train' and 'val'"),
@@ -151,7 +161,7 @@ def test_scienceqa_errors_name_file_pid_field_and_problem(sqa_copy: Path, name, 
     file = sqa_copy / name
     with pytest.raises(DataError) as info:
         load_scienceqa(sqa_copy)
-    assert str(info.value) == f"file {file}, {message}"
+    assert str(info.value) == f"file {file}, {message.format(root=sqa_copy)}"
 
 
 @pytest.mark.parametrize("name, what", [("problems.json", "pid -> problem"),
