@@ -96,6 +96,7 @@ def test_every_epoch_reports_its_metrics(monkeypatch):
     ([0.5, 0.4, 0.4, 0.4, 0.9], 2, 1, 3),  # two epochs without a new best
     ([0.5, 0.4, 0.4, 0.4, 0.9], 2, 4, 4),  # ... but never before min_epochs
     ([0.5, 0.6, 0.4, 0.7, 0.9], 2, 1, 5),  # a new best resets the count
+    ([0.5, 0.4, 0.6, 0.5, 0.9], 2, 1, 5),  # ... also after epochs without one (1, then 1 again)
     ([0.5, 0.4, 0.4, 0.4, 0.9], 3, 1, 4),
 ])
 def test_early_stopping(monkeypatch, val, patience, min_epochs, epochs_run):

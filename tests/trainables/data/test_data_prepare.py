@@ -1,16 +1,32 @@
 """Official layout -> prepared Parquet -> records is lossless; preparing is once, atomic, reused."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from conftest import ASSETS
 
+from trainables.data import prepare
+from trainables.data.errors import DataError
 from trainables.data.iconqa import load_iconqa
-from trainables.data.prepare import ensure_prepared, read_manifest, read_records
+from trainables.data.prepare import (
+    atomic_prepare,
+    cache_key,
+    content_hash,
+    ensure_prepared,
+    read_manifest,
+    read_records,
+    read_split_table,
+    write_prepared,
+)
+from trainables.data.prompts import build_prompt
+from trainables.data.records import Record
 from trainables.data.scienceqa import load_scienceqa
+from trainables.data.sources import resolve_source
 from trainables.defaults import SYNTH_SPLIT_SIZES
 
 
@@ -81,3 +97,112 @@ def test_concurrent_first_use_gives_one_complete_folder(tmp_path: Path) -> None:
     assert len(set(results)) == 1 and len(results) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == [results[0].name]  # no temp folders left
     assert read_manifest(results[0])["counts"]["train"] == 5
+
+
+def _records() -> list[Record]:
+    png = (ASSETS / "scienceqa" / "images" / "test" / "184" / "image.png").read_bytes()
+    base = Record(pid="1", split="train", kind="scienceqa", question="Which?", choices=("a", "b"), answer_index=1,
+                  hint="h", lecture="l", image=png, meta=(("grade", "grade3"), ("subject", "natural science")))
+    return [base, dataclasses.replace(base, pid="2", split="val", choices=("a", "b", "c")),
+            dataclasses.replace(base, pid="3", split="test"), dataclasses.replace(base, pid="4", split="test",
+                                                                                  choices=("a", "b", "c", "d"))]
+
+
+def test_every_prepared_column_is_what_the_model_is_given(tmp_path: Path) -> None:
+    records = _records()
+    write_prepared(records, tmp_path, benchmark="bench", source="src", source_hash="key")
+    rows = [row for split in ("train", "val", "test")
+            for row in pq.read_table(tmp_path / f"{split}.parquet").to_pylist()]
+    assert [r["pid"] for r in rows] == ["1", "2", "3", "4"]
+    for rec, row in zip(records, rows):
+        parts = build_prompt(rec)
+        assert row == {"pid": rec.pid, "split": rec.split, "benchmark": "bench", "kind": "scienceqa",
+                       "image": rec.image, "question": "Which?", "choices": list(rec.choices), "answer_index": 1,
+                       "hint": "h", "lecture": "l", "context": parts.context, "prompt": parts.prompt,
+                       "qformer_text": parts.qformer_text, "candidates": list(parts.candidates),
+                       "target": parts.target, "meta": '{"grade": "grade3", "subject": "natural science"}',
+                       "categories": ["NAT", "TXT", "IMG", "G1-6"]}  # natural science, a hint, an image, grade 3
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {
+        "format_version": 2, "benchmark": "bench", "source": "src", "source_hash": "key",
+        "content_hash": content_hash(records), "context_max_words": 120,
+        "counts": {"train": 1, "val": 1, "test": 2},
+        "chance": {"train": 0.5, "val": 1 / 3, "test": (1 / 2 + 1 / 4) / 2}}
+
+
+def test_the_content_hash_covers_every_field_and_the_order() -> None:
+    records = _records()
+    first = content_hash(records)
+    assert content_hash(_records()) == first and len(first) == 64
+    changes = {"pid": "9", "split": "val", "kind": "iconqa", "question": "Which one?", "choices": ("a", "c"),
+               "answer_index": 0, "hint": "", "lecture": "", "image": records[0].image + b"\0",
+               "meta": (("grade", "grade4"),)}
+    for field, value in changes.items():
+        assert content_hash([dataclasses.replace(records[0], **{field: value}), *records[1:]]) != first, field
+    assert content_hash(records[::-1]) != first
+
+
+def test_prepared_records_need_unique_pids_and_every_split(tmp_path: Path) -> None:
+    records = _records()
+    with pytest.raises(DataError) as info:
+        write_prepared([*records, records[2]], tmp_path, benchmark="b", source="src", source_hash="k")
+    assert str(info.value) == "file src, pid '3', field 'pid': duplicate pid"
+    with pytest.raises(DataError) as info:
+        write_prepared(records[2:], tmp_path, benchmark="b", source="src", source_hash="k")
+    assert str(info.value) == "file src: split(s) train, val have no problems; every benchmark needs train, val, test"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_a_prepared_split_that_is_not_there(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as info:
+        read_split_table(tmp_path, "validation")
+    assert str(info.value) == "unknown split 'validation'; allowed: train, val, test"
+    with pytest.raises(DataError) as info:
+        read_split_table(tmp_path, "val")
+    assert str(info.value) == \
+        f"file {tmp_path / 'val.parquet'}: prepared split file is missing (run ensure_prepared / prepare first)"
+
+
+def test_the_cache_key_changes_with_the_format_the_prompt_rules_and_the_source(monkeypatch) -> None:
+    key = cache_key("source")
+    assert cache_key("source") == key and cache_key("other") != key and len(key) == 64
+    monkeypatch.setattr(prepare, "FORMAT_VERSION", 3)
+    assert cache_key("source") != key
+    monkeypatch.setattr(prepare, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(prepare, "CONTEXT_MAX_WORDS", 60)
+    assert cache_key("source") != key
+
+
+def test_a_cache_folder_holding_something_else_is_an_error_and_kept(tmp_path: Path) -> None:
+    key = cache_key(resolve_source("sample-iconqa", None).fingerprint)
+    foreign = tmp_path / f"sample-iconqa-{key[:12]}"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError) as info:
+        ensure_prepared("sample-iconqa", cache_dir=tmp_path)
+    assert str(info.value) == f"{foreign} exists but holds no prepared data for this source; remove it"
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    (foreign / "notes.txt").unlink()  # an empty folder (e.g. made by hand) is filled
+    assert ensure_prepared("sample-iconqa", cache_dir=tmp_path) == foreign and (foreign / "manifest.json").is_file()
+
+
+def test_a_failed_build_leaves_neither_the_folder_nor_a_temp_folder(tmp_path: Path) -> None:
+    def build(tmp: Path) -> None:
+        (tmp / "train.parquet").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_prepare(tmp_path / "cache" / "out", build)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_when_another_process_renamed_its_folder_first_ours_is_discarded(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    (out / "train.parquet").write_text("theirs")
+    assert atomic_prepare(out, lambda tmp: (tmp / "train.parquet").write_text("ours")) == out
+    assert (out / "train.parquet").read_text() == "theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / "manifest.json").unlink()  # a folder that is not a complete prepared one: the rename error stands
+    with pytest.raises(OSError):
+        atomic_prepare(out, lambda tmp: (tmp / "train.parquet").write_text("ours"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

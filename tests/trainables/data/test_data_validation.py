@@ -227,3 +227,32 @@ def test_iconqa_without_index_files_or_problem_folders(tmp_path: Path, iconqa_co
     with pytest.raises(DataError) as info:
         load_iconqa(iconqa_copy)
     assert str(info.value) == f"file {data / 'problems.json'}: does not exist"
+
+
+def test_iconqa_image_path_and_walk_mode_errors_name_their_file(iconqa_copy: Path) -> None:
+    data = iconqa_copy / "iconqa_data"
+    edit_json(data / "problems.json", _set("7", "split", "../../.."))
+    with pytest.raises(DataError) as info:
+        load_iconqa(iconqa_copy)
+    assert str(info.value) == (f"file {data / 'problems.json'}, pid '7', field 'image': path "
+                               f"'iconqa/../../../choose_txt/7/image.png' escapes the data root {data}")
+    for index in ("pid_splits.json", "problems.json"):  # the index-free mode: one data.json per problem
+        (data / index).unlink()
+    problem = data / "iconqa" / "test" / "choose_txt" / "7" / "data.json"
+    edit_json(problem, lambda d: d.update(answer="1"))
+    with pytest.raises(DataError) as info:
+        load_iconqa(iconqa_copy)
+    assert str(info.value) == f"file {problem}, pid '7', field 'answer': answer must be an integer index, got '1'"
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("question", 5, "expected a string, got 5"), ("question", " ", "question is empty or not a string"),
+    ("choices", "ab", "choices must be a list, got 'ab'"), ("answer", "1", "answer must be an integer index, got '1'"),
+    ("grade", 5, "expected a string, got 5"),
+])
+def test_iconqa_field_errors_name_file_pid_and_field(iconqa_copy: Path, field, value, problem) -> None:
+    problems = iconqa_copy / "iconqa_data" / "problems.json"
+    edit_json(problems, _set("7", field, value))
+    with pytest.raises(DataError) as info:
+        load_iconqa(iconqa_copy)
+    assert str(info.value) == f"file {problems}, pid '7', field '{field}': {problem}"
