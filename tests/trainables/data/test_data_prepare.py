@@ -102,14 +102,14 @@ def test_concurrent_first_use_gives_one_complete_folder(tmp_path: Path) -> None:
 def _records() -> list[Record]:
     png = (ASSETS / "scienceqa" / "images" / "test" / "184" / "image.png").read_bytes()
     base = Record(pid="1", split="train", kind="scienceqa", question="Which?", choices=("a", "b"), answer_index=1,
-                  hint="h", lecture="l", image=png, meta=(("grade", "grade3"), ("subject", "natural science")))
+                  hint="h", lecture="l", image=png, meta=(("subject", "natural science"), ("grade", "grade3")))
     return [base, dataclasses.replace(base, pid="2", split="val", choices=("a", "b", "c")),
             dataclasses.replace(base, pid="3", split="test"), dataclasses.replace(base, pid="4", split="test",
                                                                                   choices=("a", "b", "c", "d"))]
 
 
 def test_every_prepared_column_is_what_the_model_is_given(tmp_path: Path) -> None:
-    records = _records()
+    records = _records()  # their meta is not in key order: the meta column's JSON is
     write_prepared(records, tmp_path, benchmark="bench", source="src", source_hash="key")
     rows = [row for split in ("train", "val", "test")
             for row in pq.read_table(tmp_path / f"{split}.parquet").to_pylist()]
@@ -206,3 +206,11 @@ def test_when_another_process_renamed_its_folder_first_ours_is_discarded(tmp_pat
     with pytest.raises(OSError):
         atomic_prepare(out, lambda tmp: (tmp / "train.parquet").write_text("ours"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_records_are_read_from_their_own_columns_only(tmp_path: Path) -> None:
+    out = ensure_prepared("sample-iconqa", cache_dir=tmp_path)
+    records = read_records(out, "val")
+    pq.write_table(pq.read_table(out / "val.parquet").drop(["prompt", "categories"]), out / "val.parquet")
+    assert read_records(out, "val") == records  # the model's columns are not needed to rebuild a record
+    assert read_split_table(out, "val", ["pid", "image"]).column_names == ["pid", "image"]  # only those asked
