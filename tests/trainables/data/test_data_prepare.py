@@ -114,6 +114,9 @@ def test_every_prepared_column_is_what_the_model_is_given(tmp_path: Path) -> Non
     rows = [row for split in ("train", "val", "test")
             for row in pq.read_table(tmp_path / f"{split}.parquet").to_pylist()]
     assert [r["pid"] for r in rows] == ["1", "2", "3", "4"]
+    codecs = {pq.ParquetFile(tmp_path / f"{split}.parquet").metadata.row_group(0).column(i).compression
+              for split in ("train", "val", "test") for i in range(17)}
+    assert codecs == {"ZSTD"}  # the image bytes make the cache big: compressed
     for rec, row in zip(records, rows):
         parts = build_prompt(rec)
         assert row == {"pid": rec.pid, "split": rec.split, "benchmark": "bench", "kind": "scienceqa",
@@ -122,7 +125,9 @@ def test_every_prepared_column_is_what_the_model_is_given(tmp_path: Path) -> Non
                        "qformer_text": parts.qformer_text, "candidates": list(parts.candidates),
                        "target": parts.target, "meta": '{"grade": "grade3", "subject": "natural science"}',
                        "categories": ["NAT", "TXT", "IMG", "G1-6"]}  # natural science, a hint, an image, grade 3
-    assert json.loads((tmp_path / "manifest.json").read_text()) == {
+    text = (tmp_path / "manifest.json").read_text()  # `python -m trainables.data` prints it: readable, stable
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    assert json.loads(text) == {
         "format_version": 2, "benchmark": "bench", "source": "src", "source_hash": "key",
         "content_hash": content_hash(records), "context_max_words": 120,
         "counts": {"train": 1, "val": 1, "test": 2},
@@ -214,3 +219,9 @@ def test_records_are_read_from_their_own_columns_only(tmp_path: Path) -> None:
     pq.write_table(pq.read_table(out / "val.parquet").drop(["prompt", "categories"]), out / "val.parquet")
     assert read_records(out, "val") == records  # the model's columns are not needed to rebuild a record
     assert read_split_table(out, "val", ["pid", "image"]).column_names == ["pid", "image"]  # only those asked
+
+
+def test_a_current_folder_does_not_stop_the_others_being_prepared(tmp_path: Path) -> None:
+    first = ensure_prepared("sample-iconqa", cache_dir=tmp_path)
+    both = prepare.prepare_all([("sample-iconqa", None, tmp_path), ("sample-scienceqa", None, tmp_path)])
+    assert both[0] == first and (both[1] / "manifest.json").is_file()
