@@ -20,12 +20,15 @@ import math
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from trainables.bounded_read import UnreadableInput, read_regular
 from trainables.config import TrialConfig
 from trainables.defaults import PLAUSIBLE_LIMITS
 from trainables.excerpt import excerpt
+
+if TYPE_CHECKING:  # building models imports torch and transformers: only where a check needs it
+    from trainables.presets import ModelBundle
 
 MAX_CONFIG_JSON_BYTES = 4 * 1024 * 1024
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -76,7 +79,7 @@ def _num(x: float) -> str:
 
 
 @cache
-def _meta_bundle(llm: str) -> Any:
+def _meta_bundle(llm: str) -> ModelBundle:
     """The preset's architecture on the meta device (no weights, no memory), built once per
     preset: the 132-cell grid asks for 18 (LLM, method, sublayer) facts, ~0.2 s a build."""
     from trainables.presets import build_model
