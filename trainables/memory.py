@@ -279,21 +279,30 @@ def training_activation_bytes(s: ModelShape, c: ParamCounts, m: MemorySetup) -> 
 
 
 def scoring_bytes(s: ModelShape, m: MemorySetup) -> int:
-    """The batched scorer's peak at the eval batch: KV caches per candidate, one layer's
-    transient working set and the candidates' logits (trainables.scoring)."""
+    """The batched scorer's peak at the eval batch (trainables.scoring): the larger of the
+    prefix pass (T5's encoder; LLaMA's image+prompt prefix with its cache) and the candidate
+    pass, which holds the caches of every candidate row (T5: cross- and self-attention keys and
+    values; LLaMA: the prefix cache repeated per candidate, grown by the answer) plus the larger
+    of one layer's working set over the candidate tokens and the candidates' logits (16-bit,
+    the loss's fp32 copy and log-softmax). Per-token working sets, counted with a dispatch-level
+    tracker on transformers 5's layers under bf16 autocast (tests/trainables/test_memory.py):
+    T5 10d + 12f (the gated-GELU FFN's intermediates, its fp32 input to ``wo``), LLaMA 14d + 8f."""
     t_in, t_out, t_q = _tokens(s, m)
-    e, rows, d, f = m.eval_batch_size, m.eval_batch_size * m.candidates, s.llm_hidden, s.llm_ff
+    e, rows, d, f, n = m.eval_batch_size, m.eval_batch_size * m.candidates, s.llm_hidden, s.llm_ff, s.llm_heads
     if s.family == "t5":
-        work = e * (t_in * (8 * d + 6 * f) + 6 * s.llm_heads * t_in**2) + 2 * e * t_in * d
-        cache = s.llm_decoder_layers * 2 * rows * t_in * d * 2
-        logits = rows * t_out * s.vocab * 10
+        per_token = 10 * d + 12 * f
+        prefix = e * (t_in * per_token + 6 * n * t_in**2)
+        cache = s.llm_decoder_layers * 2 * rows * (t_in + t_out) * d * 2 + rows * t_in * d * 2
+        layer = rows * (t_out * per_token + 6 * n * t_out * (t_out + t_in))
     else:
-        t_prefix = t_in - m.answer_tokens + 1
-        work = e * t_prefix * (8 * d + 6 * f)
-        cache = s.llm_layers * 2 * rows * (t_prefix + m.answer_tokens) * d * 2
-        logits = rows * m.answer_tokens * s.vocab * 10
+        per_token, t_prefix = 14 * d + 8 * f, t_in - m.answer_tokens + 1
+        t_all = t_prefix + m.answer_tokens
+        prefix = e * t_prefix * per_token + s.llm_layers * 2 * e * t_prefix * d * 2
+        cache = s.llm_layers * 2 * rows * t_all * d * 2
+        layer = rows * (t_out * per_token + 2 * n * t_out * t_all)
+    logits = rows * t_out * s.vocab * 10
     qformer = e * (10 * s.qformer_heads * t_q**2 + t_q * 8 * s.qformer_hidden)
-    return (work + cache + logits + qformer) * (1 if m.compute_16bit else 2)
+    return (max(prefix, cache + max(layer, logits)) + qformer) * (1 if m.compute_16bit else 2)
 
 
 def estimate_memory(s: ModelShape, c: ParamCounts, m: MemorySetup) -> MemoryEstimate:
