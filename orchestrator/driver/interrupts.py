@@ -23,6 +23,8 @@ import sys
 import threading
 from typing import Any
 
+from orchestrator.environ import put_back
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 TUNE_SWITCH = "TUNE_DISABLE_SIGINT_HANDLER"
 """Off: Tune's own SIGINT handler would swallow the first Ctrl-C without telling the driver."""
@@ -76,10 +78,7 @@ class SweepStop:
             for sig, previous in self._previous.items():
                 signal.signal(sig, previous)
         self._previous.clear()
-        if env is None:
-            os.environ.pop(TUNE_SWITCH, None)
-        else:
-            os.environ[TUNE_SWITCH] = env
+        put_back(TUNE_SWITCH, env)
 
     @property
     def exit_code(self) -> int:

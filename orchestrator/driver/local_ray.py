@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 
 from orchestrator.driver.cluster import resolve_address
+from orchestrator.environ import env_var
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -47,16 +48,9 @@ def prefer_loopback(address: str | None) -> Iterator[None]:
     """While open, and before ``ray`` is imported: a local sweep (no --address, no $RAY_ADDRESS)
     gets a loopback-only Ray (every Ray process it starts inherits the switch). The variable is
     put back on exit, so an in-process caller's later Ray is not affected."""
-    before = os.environ.get(LOOPBACK_SWITCH)
-    if resolve_address(address) is None:
-        os.environ[LOOPBACK_SWITCH] = "0"
-    try:
+    local = resolve_address(address) is None
+    with env_var(LOOPBACK_SWITCH, "0") if local else contextlib.nullcontext():
         yield
-    finally:
-        if before is None:
-            os.environ.pop(LOOPBACK_SWITCH, None)
-        else:
-            os.environ[LOOPBACK_SWITCH] = before
 
 
 def start(address: str | None, *, verbose: bool = False) -> None:

@@ -8,7 +8,6 @@ need the test rows of the runs a table shows; the category breakdown needs the r
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ import pyarrow.compute as pc
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from orchestrator.environ import env_var
 from orchestrator.results.model import TrialResult
 from orchestrator.tracking.mlflow_runs import CATEGORY_PREFIX, PREDICTIONS_ARTIFACT
 from trainables.predictions import FILE_NAME, read_predictions
@@ -30,15 +30,8 @@ def _no_progress_bar() -> Iterator[None]:
     """MLflow draws a tqdm bar per artifact download: a 132-trial report printed 264 of them
     (twice per run) between the summary and the report path. Off while we download, then put
     back (MLflow reads the variable at each download)."""
-    before = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"
-    try:
+    with env_var(PROGRESS_BAR, "false"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(PROGRESS_BAR, None)
-        else:
-            os.environ[PROGRESS_BAR] = before
 
 
 def test_correctness(client: MlflowClient, run_id: str) -> dict[str, bool] | None:
