@@ -20,7 +20,7 @@ sweep: setup
 	$(PY) -m orchestrator.sweep --space full_grid
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" tests
