@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ASSETS
 
-from trainables.data import prepare
+from trainables.data import prepare, sources
 from trainables.data.errors import DataError
 from trainables.data.iconqa import load_iconqa
 from trainables.data.prepare import (
@@ -225,3 +225,69 @@ def test_a_current_folder_does_not_stop_the_others_being_prepared(tmp_path: Path
     first = ensure_prepared("sample-iconqa", cache_dir=tmp_path)
     both = prepare.prepare_all([("sample-iconqa", None, tmp_path), ("sample-scienceqa", None, tmp_path)])
     assert both[0] == first and (both[1] / "manifest.json").is_file()
+
+
+def _fake_sources(monkeypatch, records_of: dict[str, list[Record]], loads: list[str]) -> None:
+    """`prepare_all` reads benchmarks through these Sources: each load is counted in `loads`."""
+    def resolve(benchmark: str, data_root) -> sources.Source:
+        def load() -> list[Record]:
+            loads.append(benchmark)
+            return records_of[benchmark]
+        return sources.Source(benchmark, f"origin of {benchmark}", f"fingerprint of {benchmark}", load)
+    monkeypatch.setattr(sources, "resolve_source", resolve)
+
+
+def test_a_current_folder_is_reused_without_reading_the_source_again(tmp_path: Path, monkeypatch) -> None:
+    loads: list[str] = []
+    _fake_sources(monkeypatch, {"sample-scienceqa": _records()}, loads)
+    first = ensure_prepared("sample-scienceqa", cache_dir=tmp_path)
+    assert loads == ["sample-scienceqa"] and read_manifest(first)["source"] == "origin of sample-scienceqa"
+    assert ensure_prepared("sample-scienceqa", cache_dir=tmp_path) == first
+    assert loads == ["sample-scienceqa"]  # current: not read, validated or staged again
+
+
+def test_preparing_names_the_source_of_a_bad_benchmark(tmp_path: Path, monkeypatch) -> None:
+    records = _records()
+    _fake_sources(monkeypatch, {"sample-scienceqa": [*records, records[3]],
+                                "sample-iconqa": records[1:]}, [])
+    with pytest.raises(DataError) as info:
+        ensure_prepared("sample-scienceqa", cache_dir=tmp_path)
+    assert str(info.value) == "file origin of sample-scienceqa, pid '4', field 'pid': duplicate pid"
+    with pytest.raises(DataError) as info:
+        ensure_prepared("sample-iconqa", cache_dir=tmp_path)
+    assert str(info.value) == ("file origin of sample-iconqa: split(s) train have no problems; every "
+                               "benchmark needs train, val, test")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_preparation_removes_only_the_folders_it_created(tmp_path: Path, monkeypatch) -> None:
+    records = _records()
+    _fake_sources(monkeypatch, {"sample-scienceqa": records, "sample-iconqa": records[1:]}, [])
+    (tmp_path / "mine" / "empty").mkdir(parents=True)  # existed before: kept although empty
+    cache = tmp_path / "mine" / "empty" / "cache" / "sub"
+    with pytest.raises(DataError):  # the second fails after the first was staged in `cache`
+        prepare.prepare_all([("sample-scienceqa", None, cache), ("sample-iconqa", None, cache)])
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["mine", "mine/empty"]
+
+
+def test_a_prepared_split_without_a_column_it_needs_names_it(tmp_path: Path) -> None:
+    write_prepared(_records(), tmp_path, benchmark="bench", source="src", source_hash="key")
+    file = tmp_path / "val.parquet"
+    pq.write_table(pq.read_table(file).drop(["prompt"]), file)
+    with pytest.raises(DataError) as info:
+        read_split_table(tmp_path, "val")
+    assert str(info.value) == f"file {file}, field 'prompt': required column is missing"
+
+
+def test_the_prepared_columns_have_fixed_types(tmp_path: Path) -> None:
+    """Fixed, not inferred from the rows: readers (and a later format version) rely on them,
+    e.g. a 32-bit answer index whatever the values."""
+    write_prepared(_records(), tmp_path, benchmark="bench", source="src", source_hash="key")
+    text, texts = "string", "list<element: string>"
+    expected = [("pid", text), ("split", text), ("benchmark", text), ("kind", text), ("image", "binary"),
+                ("question", text), ("choices", texts), ("answer_index", "int32"), ("hint", text),
+                ("lecture", text), ("context", text), ("prompt", text), ("qformer_text", text),
+                ("candidates", texts), ("target", text), ("meta", text), ("categories", texts)]
+    for split in ("train", "val", "test"):
+        schema = pq.read_schema(tmp_path / f"{split}.parquet")
+        assert [(f.name, str(f.type)) for f in schema] == expected, split
