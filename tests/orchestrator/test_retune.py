@@ -43,6 +43,15 @@ def test_far_below_siblings_counts_and_noise_does_not():
     assert [r.cell.peft.rank for r, _ in find_divergent(rows)] == [8]
 
 
+def test_a_cell_with_several_divergent_seeds_is_retuned_once_from_its_first():
+    seeds = [dataclasses.replace(row(8, [0.2], diverged=True), seed=seed) for seed in (0, 1)]
+    rows = [row(1, [0.6, 0.7]), *seeds, row(4, [0.3], diverged=True)]
+    found = find_divergent(rows)
+    assert [(r.cell.peft.rank, reason) for r, reason in found] == [(8, "trial reported diverged"),
+                                                                    (4, "trial reported diverged")]
+    assert found[0][0] is seeds[0]
+
+
 def test_stopped_trial_is_compared_at_its_own_epoch():
     # Stopped at epoch 1 with 0.40 while the siblings were at 0.45 at epoch 1 (0.9 later): fine.
     rows = [row(1, [0.45, 0.7, 0.9]), row(2, [0.44, 0.8, 0.9]), row(4, [0.40], stopped=True)]
