@@ -4,14 +4,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
-from trainables.batching import TokenSpec, encode_examples
+from trainables.batching import EncodedProblem, TokenSpec, encode_examples
 from trainables.data.examples import Example
 from trainables.families import family_spec
 from trainables.methods import PeftSetup
 from trainables.peft_targeting import apply_method
 from trainables.presets import build_model
-from trainables.scoring import ScoreResult, score_candidates, score_naive
+from trainables.scoring import ScoreResult, _cache_kwarg, _owner, _prefix_embeds, score_candidates, score_naive
 from trainables.step import Precision, unwrap
 
 FP32 = Precision("cpu", None)
@@ -169,3 +170,73 @@ def test_accuracy_is_hits_over_problems():
     assert ScoreResult([1, 1, 2], [[]] * 3).accuracy(problems) == pytest.approx(2 / 3)
     assert ScoreResult([1], [[]]).accuracy(problems[:1]) == 1.0
     assert ScoreResult([], []).accuracy([]) == 0.0
+
+
+def test_scores_do_not_depend_on_the_checkpoint_config_return_dict(lora_bundle):
+    """A checkpoint whose config says ``return_dict: false`` makes InstructBLIP's
+    get_image_features return a tuple unless the scorer asks for a ModelOutput itself."""
+    bundle, model = lora_bundle
+    problems = _problems(bundle, n=2)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    spec = TokenSpec.from_bundle(bundle)
+    expected = score_candidates(model, problems, pixels, spec, FP32).scores
+    config = unwrap(model).config
+    config.return_dict = False
+    try:
+        assert score_candidates(model, problems, pixels, spec, FP32).scores == expected
+    finally:
+        config.return_dict = True
+
+
+def _problem(pid, qformer_ids, prefix_ids, candidates=((1,),)):
+    return EncodedProblem(pid, torch.zeros(3, 4, 4, dtype=torch.uint8), qformer_ids, prefix_ids, candidates, 0)
+
+
+def test_prefix_embeds_place_the_image_features_in_the_llm_dtype_on_the_images_device():
+    """A stand-in model: the Q-Former inputs go to the device of the pixel values (``meta`` here,
+    a GPU in a real run, where CPU ids would fail), and the image-token positions get the
+    Q-Former features (fp32) cast to the LLM embeddings' dtype (bf16), in order; every other
+    position keeps its token embedding."""
+    spec = TokenSpec(family=family_spec("t5"), pad_id=0, qformer_pad_id=0, image_token_id=9, num_query_tokens=2)
+    embed = nn.Embedding(10, 2).to(torch.bfloat16)
+    with torch.no_grad():
+        embed.weight.copy_(torch.arange(20.0).view(10, 2))  # token t embeds as (2t, 2t + 1)
+    feats = torch.tensor([[[0.5, 1.5], [2.5, 3.5]], [[4.5, 5.5], [6.5, 7.5]]])
+    seen = {}
+
+    class StandIn:
+        def get_input_embeddings(self):
+            return embed
+
+        def get_image_features(self, pixel_values, **kwargs):
+            seen.update(kwargs)
+            return SimpleNamespace(pooler_output=feats)
+
+    problems = [_problem("a", (5, 6, 7), (9, 9, 3)), _problem("b", (5, 6), (4, 9, 9))]
+    pixels = torch.empty(2, 3, 4, 4, device="meta")
+    out = _prefix_embeds(StandIn(), problems, pixels, torch.tensor([[9, 9, 3], [4, 9, 9]]), spec)
+    assert seen["qformer_input_ids"].device.type == "meta"
+    assert seen["qformer_attention_mask"].device.type == "meta"
+    assert out.dtype == torch.bfloat16
+    assert out.tolist() == [[[0.5, 1.5], [2.5, 3.5], [6.0, 7.0]], [[8.0, 9.0], [4.5, 5.5], [6.5, 7.5]]]
+
+
+def test_candidate_owners_are_built_on_the_device_asked_for():
+    problems = [_problem("a", (5,), (9,), ((1,), (2,))), _problem("b", (5,), (9,), ((1,), (2,), (3,)))]
+    assert _owner(problems, torch.device("cpu")).tolist() == [0, 0, 1, 1, 1]
+    on_meta = _owner(problems, torch.device("meta"))  # shape-only tensors, as the FLOP counts use
+    assert on_meta.device.type == "meta" and on_meta.shape == (5,)
+
+
+def test_the_kv_cache_argument_is_named_as_the_llm_forward_names_it():
+    """transformers >= 5.2x calls it ``cache``, earlier 5.x ``past_key_values``."""
+    class Newer(nn.Module):
+        def forward(self, input_ids=None, cache=None):
+            pass
+
+    class Older(nn.Module):
+        def forward(self, input_ids=None, past_key_values=None):
+            pass
+
+    assert _cache_kwarg(Newer()) == "cache"
+    assert _cache_kwarg(Older()) == "past_key_values"
