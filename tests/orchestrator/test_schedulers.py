@@ -95,8 +95,11 @@ def test_settings_come_from_the_recipe_unless_overridden():
         (6, tiny.grace_period, tiny.reduction_factor, tiny.metric)
     assert asha_settings(15, "flan-t5-xl").grace_period == paper.grace_period
     assert asha_settings(1, "flan-t5-xl").grace_period == 1  # capped at a 1-epoch budget
-    s = asha_settings(8, "tiny-t5", grace_period=2, reduction_factor=3, metric="val_gold_nll")
-    assert (s.grace_period, s.reduction_factor, s.metric, s.mode) == (2, 3, "val_gold_nll", "min")
+    # overrides unlike the recipe's own values, each one, so an ignored override shows
+    overrides = {"grace_period": 2, "reduction_factor": 4, "metric": "best_val_acc"}
+    assert all(getattr(tiny, k) != v for k, v in overrides.items())
+    s = asha_settings(8, "tiny-t5", **overrides)
+    assert (s.grace_period, s.reduction_factor, s.metric, s.mode) == (2, 4, "best_val_acc", "max")
 
 
 def test_settings_reject_bad_values():
