@@ -110,7 +110,7 @@ def test_best_at_is_the_best_validation_reported_up_to_an_epoch():
 
 
 def test_selection_edges():
-    with pytest.raises(ValueError, match="at least one trial"):
+    with pytest.raises(ValueError, match=r"^select\(\) needs at least one trial$"):
         select([])
     never, zero = trial(None, None, STOPPED), trial(0.0, 0.0, retune=True)
     assert select([never, zero]) is zero  # a reported 0.0 beats no report
@@ -141,6 +141,11 @@ def test_marks_combine_in_legend_order():
     stopped_retune = TrialResult(CELL, STOPPED, 0.5, None, 2, retune_of=CELL.id)
     assert marks(stopped_retune) == "*†2"
     assert marks(TrialResult(CELL, DIVERGED, None, None, 1, retune_of=CELL.id)) == "*‡"
+    # a retune that failed after its retries keeps its retune mark (chosen when its validation
+    # beat the diverged grid trial's)
+    failed_retune = TrialResult(CELL, ERROR, 0.5, None, 2, retune_of=CELL.id)
+    assert marks(failed_retune) == "*✗" and marks(failed_retune, markdown=True) == "\\*✗"
+    assert select([trial(0.3, None, DIVERGED), failed_retune]) is failed_retune
 
 
 def test_from_tune_result_reads_every_field():

@@ -70,3 +70,19 @@ def test_zero_shot_of_the_pretrained_stand_ins_sits_beside_the_grid():
     assert format_zero_shot([random_base], NAMES) == []  # an untrained base has no zero-shot
     small = row("synth-iconqa", "small-t5", "baseline", "none", 0, 0.3, 0.3)
     assert format_zero_shot([small], NAMES) == []  # no shipped weights
+    # a group without a zero-shot (small-t5 sorts before tiny-t5) does not hide the groups after it
+    assert format_zero_shot([small, *ROWS], NAMES) == format_zero_shot(ROWS, NAMES)
+    assert len(format_zero_shot(ROWS, NAMES)) == 4  # blank, heading, one line per tiny-t5 group
+
+
+def test_a_tracking_server_is_browsed_at_its_address_a_local_store_through_mlflow_ui():
+    for uri in ("http://10.0.0.5:5000", "https://mlflow.example.org"):
+        summary = format_summary(ROWS, [], resolve_targets([], [], []),
+                                 f'{{"tracking_uri": "{uri}", "experiment": "sweep-x"}}', 12.0)
+        assert summary.splitlines()[-1] == (f"  browse: {uri}  (experiment 'sweep-x', one child run "
+                                            "per trial)")
+        assert "mlflow ui" not in summary
+    local = format_summary(ROWS, [], resolve_targets([], [], []),
+                           '{"tracking_uri": "sqlite:///m.db", "experiment": "sweep-x"}', 12.0)
+    assert local.splitlines()[-1] == ("  browse: mlflow ui --backend-store-uri sqlite:///m.db --host 127.0.0.1 "
+                                      "--port 5000  (experiment 'sweep-x', one child run per trial)")
