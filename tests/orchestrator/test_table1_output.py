@@ -265,6 +265,18 @@ def test_console_width_has_a_floor_for_short_method_labels():
     assert text(table, "table1").splitlines() == [
         "LLM         " + "method" + " " * 12 + "  synth-scienceqa n",  # 12 + 18 + 19 wide
         "tiny-t5     " + "baseline/none" + " " * 5 + " " * 15 + "49.0"]
+    # an LLM display name longer than its column is cut to 11 characters: one space before the method
+    long_names = {T5: "a-twenty-character-x"}.get
+    assert text(table, "table1", lambda n: long_names(n, n)).splitlines()[1].startswith(
+        "a-twenty-ch baseline/none ")
+
+
+def test_the_best_of_a_row_is_taken_over_the_metric_asked_for():
+    table = build_table1([result(SQA, T5, "qformer_lora", "ffn", 1, 0.50, 0.41, "d1", adapter="dora"),
+                          result(SQA, T5, "qformer_lora", "ffn", 2, 0.45, 0.44, "d2", adapter="dora")])
+    (row,) = table.rows
+    assert table.best_in_row(row, SQA) == 44.0  # test accuracy: r2
+    assert table.best_in_row(row, SQA, "val") == 50.0  # best validation: r1
 
 
 def test_write_table1_adds_intervals_to_the_markdown_only_when_asked(tmp_path):
