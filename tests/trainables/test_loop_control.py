@@ -6,8 +6,10 @@ and test_loop_selection.py run the same rules on a real tiny InstructBLIP.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -16,6 +18,7 @@ from _loop_script import Script, loop_cfg, run_loop, stub_trial, weight_of
 from trainables import loop
 from trainables.checkpoint import load_checkpoint
 from trainables.scoring import ScoreResult
+from trainables.split_cache import SplitGroup
 
 
 def test_the_best_epoch_before_the_last_is_the_state_scored_on_test(monkeypatch, tmp_path):
@@ -292,3 +295,54 @@ def test_the_first_report_carries_the_model_accounting_and_the_fitted_settings(m
     assert loop._param_metrics(trial) == {"trainable_params": 12, "total_params": 1000,
                                           "batch_size": 3, "activation_checkpointing": True}
     assert seen == {"model": trial.model, "peft": cfg.peft, "family": "t5-family"}
+
+
+class _RecordingCache:
+    """A split cache that records what it is asked for and always loads."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+
+    def get(self, group, split, limit, load):
+        self.asked.append((group, split, limit))
+        return load()
+
+
+def _stub_data(monkeypatch, tmp_path, sizes=None) -> tuple[list, Path]:
+    """Stand-ins for preparing and encoding; the prepared folder holds only what the categories
+    are read from (pid and categories of val and test: no image bytes are read for them)."""
+    prepared, calls = tmp_path / "prepared", []
+    prepared.mkdir()
+    pq.write_table(pa.table({"pid": ["v1", "v2"], "categories": [["NAT", "IMG"], ["SOC"]]}), prepared / "val.parquet")
+    pq.write_table(pa.table({"pid": ["t1"], "categories": [["LAN", "G7-12"]]}), prepared / "test.parquet")
+    monkeypatch.setattr(loop, "ensure_prepared", lambda benchmark, **kw: calls.append((benchmark, kw)) or prepared)
+    monkeypatch.setattr(loop, "load_examples", lambda where, split, size, limit: (
+        [] if sizes and not sizes[split] else [("examples", where, split, size, limit)]))
+    monkeypatch.setattr(loop, "encode_examples", lambda examples, bundle, cap: [(*e, cap) for e in examples])
+    return calls, prepared
+
+
+def _real_cfg(tmp_path):
+    return loop_cfg(benchmark="scienceqa", data_root=str(tmp_path / "root"), cache_dir=str(tmp_path / "cache"),
+                    llm="flan-t5-xl", model_path=str(tmp_path / "weights"), max_train_examples=5,
+                    max_eval_examples=3, max_prompt_tokens=77)
+
+
+def test_the_splits_are_encoded_with_the_trials_limits_and_cached_by_everything_they_depend_on(
+        monkeypatch, tmp_path):
+    calls, prepared = _stub_data(monkeypatch, tmp_path)
+    cfg, cache = _real_cfg(tmp_path), _RecordingCache()
+    encoded, categories = loop._load_splits(cfg, SimpleNamespace(image_size=224), ("train", "val", "test"), cache)
+    assert calls == [("scienceqa", {"data_root": str(tmp_path / "root"), "cache_dir": str(tmp_path / "cache")})]
+    limits = {"train": 5, "val": 3, "test": 3}
+    assert encoded == {s: [("examples", prepared, s, 224, n, 77)] for s, n in limits.items()}
+    group = SplitGroup(str(prepared), 224, "flan-t5-xl", str(tmp_path / "weights"), False, 77)
+    assert cache.asked == [(group, s, n) for s, n in limits.items()]
+    assert categories == {"v1": ("NAT", "IMG"), "v2": ("SOC",), "t1": ("LAN", "G7-12")}  # not train's
+
+
+def test_a_split_without_problems_is_an_error_naming_it(monkeypatch, tmp_path):
+    _, prepared = _stub_data(monkeypatch, tmp_path, sizes={"train": 1, "val": 0, "test": 1})
+    with pytest.raises(ValueError) as info:
+        loop._load_splits(_real_cfg(tmp_path), SimpleNamespace(image_size=224), ("train", "val"), None)
+    assert str(info.value) == f"benchmark 'scienceqa' has no val problems in {prepared}"
