@@ -318,7 +318,7 @@ def _stub_data(monkeypatch, tmp_path, sizes=None) -> tuple[list, Path]:
     monkeypatch.setattr(loop, "ensure_prepared", lambda benchmark, **kw: calls.append((benchmark, kw)) or prepared)
     monkeypatch.setattr(loop, "load_examples", lambda where, split, size, limit: (
         [] if sizes and not sizes[split] else [("examples", where, split, size, limit)]))
-    monkeypatch.setattr(loop, "encode_examples", lambda examples, bundle, cap: [(*e, cap) for e in examples])
+    monkeypatch.setattr(loop, "encode_examples", lambda examples, bundle, cap: [(*e, bundle, cap) for e in examples])
     return calls, prepared
 
 
@@ -331,11 +331,11 @@ def _real_cfg(tmp_path):
 def test_the_splits_are_encoded_with_the_trials_limits_and_cached_by_everything_they_depend_on(
         monkeypatch, tmp_path):
     calls, prepared = _stub_data(monkeypatch, tmp_path)
-    cfg, cache = _real_cfg(tmp_path), _RecordingCache()
-    encoded, categories = loop._load_splits(cfg, SimpleNamespace(image_size=224), ("train", "val", "test"), cache)
+    cfg, cache, bundle = _real_cfg(tmp_path), _RecordingCache(), SimpleNamespace(image_size=224)
+    encoded, categories = loop._load_splits(cfg, bundle, ("train", "val", "test"), cache)
     assert calls == [("scienceqa", {"data_root": str(tmp_path / "root"), "cache_dir": str(tmp_path / "cache")})]
     limits = {"train": 5, "val": 3, "test": 3}
-    assert encoded == {s: [("examples", prepared, s, 224, n, 77)] for s, n in limits.items()}
+    assert encoded == {s: [("examples", prepared, s, 224, n, bundle, 77)] for s, n in limits.items()}
     group = SplitGroup(str(prepared), 224, "flan-t5-xl", str(tmp_path / "weights"), False, 77)
     assert cache.asked == [(group, s, n) for s, n in limits.items()]
     assert categories == {"v1": ("NAT", "IMG"), "v2": ("SOC",), "t1": ("LAN", "G7-12")}  # not train's
