@@ -292,11 +292,12 @@ def scoring_bytes(s: ModelShape, m: MemorySetup) -> int:
     if s.family == "t5":
         per_token = 10 * d + 12 * f
         prefix = e * (t_in * per_token + 6 * n * t_in**2)
+        # cross- and self-attention keys/values per candidate row, and the encoder output repeated per row
         cache = s.llm_decoder_layers * 2 * rows * (t_in + t_out) * d * 2 + rows * t_in * d * 2
         layer = rows * (t_out * per_token + 6 * n * t_out * (t_out + t_in))
     else:
-        per_token, t_prefix = 14 * d + 8 * f, t_in - m.answer_tokens + 1
-        t_all = t_prefix + m.answer_tokens
+        per_token, t_prefix = 14 * d + 8 * f, t_in - t_out + 1
+        t_all = t_prefix + t_out
         prefix = e * t_prefix * per_token + s.llm_layers * 2 * e * t_prefix * d * 2
         cache = s.llm_layers * 2 * rows * t_all * d * 2
         layer = rows * (t_out * per_token + 2 * n * t_out * t_all)

@@ -7,9 +7,8 @@ need the test rows of the runs a table shows; the category breakdown needs the r
 """
 from __future__ import annotations
 
-import contextlib
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -23,20 +22,14 @@ from trainables.predictions import FILE_NAME, read_predictions
 
 ARTIFACT = f"{PREDICTIONS_ARTIFACT}/{FILE_NAME}"
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-
-
-@contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """MLflow draws a tqdm bar per artifact download: a 132-trial report printed 264 of them
-    (twice per run) between the summary and the report path. Off while we download, then put
-    back (MLflow reads the variable at each download)."""
-    with env_var(PROGRESS_BAR, "false"):
-        yield
+"""MLflow draws a tqdm bar per artifact download: a 132-trial report printed 264 of them (twice
+per run) between the summary and the report path. Off while we download, then put back (MLflow
+reads the variable at each download)."""
 
 
 def test_correctness(client: MlflowClient, run_id: str) -> dict[str, bool] | None:
     """pid -> correct on the test split of a run's predictions; None without the artifact."""
-    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
+    with tempfile.TemporaryDirectory() as tmp, env_var(PROGRESS_BAR, "false"):
         try:
             path = client.download_artifacts(run_id, ARTIFACT, tmp)
         except (MlflowException, OSError):
